@@ -1,0 +1,1 @@
+//! SoftHSM2 tokens for tests (filled in by the PKCS#11 backend work).
