@@ -33,6 +33,7 @@
 //!   callers use `spawn_blocking`.
 
 pub mod encoding;
+pub mod fsio;
 mod error;
 mod types;
 
