@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use keys::fsio::{ensure_private_dir, write_atomic};
+use keys::fsio::write_atomic;
 use keys::{KeyRef, PublicKey};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
@@ -64,7 +64,7 @@ impl ManufacturerCa {
                 ),
             });
         }
-        ensure_private_dir(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let now = OffsetDateTime::now_utc();
 
         let mut root_params = CertificateParams::default();

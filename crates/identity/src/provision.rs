@@ -116,7 +116,14 @@ pub fn provision(
 ) -> Result<Provisioned> {
     check_text("serial number", &request.serial, 64)?;
     check_text("model", &request.model, 64)?;
-    fs::create_dir_all(state_dir).map_err(|e| Error::io("creating", state_dir, e))?;
+    if !state_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| Error::io("creating", state_dir, e))?;
+    }
     discard_staging(state_dir, device_keys)?;
 
     let previous = match load(state_dir) {

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub(crate) mod ca;
+pub(crate) mod dev;
+pub(crate) mod identity;
+pub(crate) mod keys;
+pub(crate) mod provision;

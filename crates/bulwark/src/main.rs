@@ -1,0 +1,94 @@
+//! `bulwark`: one multi-call binary over the Bulwark libraries.
+//!
+//! This file only parses the command line, sets up logging and process
+//! hardening, and maps errors to exit codes; each subcommand lives in its
+//! own module and the work itself in the library crates.
+
+mod cmd;
+mod keystore;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bulwark: ISO/IEC 27402 baseline security for Linux IoT devices.
+///
+/// With no subcommand, runs the main job on embedded defaults: a
+/// development unit in ./bulwark-state with a software keystore.
+#[derive(Debug, Parser)]
+#[command(name = "bulwark", version, about, long_about)]
+struct Cli {
+    /// State directory of this device.
+    #[arg(
+        long,
+        global = true,
+        env = "BULWARK_STATE_DIR",
+        default_value = "./bulwark-state"
+    )]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Provision (once) and show a development unit on embedded defaults.
+    Dev,
+    /// Manufacturer certificate authority.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaCommand),
+    /// Give one unit its identity: device key, certificate, setup secret.
+    Provision(cmd::provision::ProvisionArgs),
+    /// This device's identity.
+    #[command(subcommand)]
+    Identity(cmd::identity::IdentityCommand),
+    /// Keys in a keystore (public information only).
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+}
+
+fn main() -> ExitCode {
+    harden_process();
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Dev) {
+        Command::Dev => cmd::dev::run(&cli.state_dir),
+        Command::Ca(c) => cmd::ca::run(c),
+        Command::Provision(args) => cmd::provision::run(&cli.state_dir, args),
+        Command::Identity(c) => cmd::identity::run(&cli.state_dir, c),
+        Command::Keys(c) => cmd::keys::run(&cli.state_dir, c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Keys and setup secrets pass through this process's memory: never let
+/// it be written to a core dump or read through ptrace by other users.
+fn harden_process() {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    let no_core = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = setrlimit(Resource::Core, no_core) {
+        eprintln!("warning: could not disable core dumps: {e}");
+    }
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        eprintln!("warning: could not mark the process non-dumpable: {e}");
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BULWARK_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
