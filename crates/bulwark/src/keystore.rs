@@ -172,3 +172,29 @@ mod tests {
         assert!("tpm:".parse::<KeystoreSpec>().is_err());
     }
 }
+
+/// A keystore spec as typed on the command line. Parsed by our code after
+/// clap, because clap echoes rejected values verbatim and a `pkcs11:` URI
+/// may carry a PIN.
+#[derive(Clone)]
+pub(crate) struct SpecArg(String);
+
+impl FromStr for SpecArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for SpecArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpecArg({})", redact(&self.0))
+    }
+}
+
+impl SpecArg {
+    /// The parsed spec.
+    pub(crate) fn spec(&self) -> Result<KeystoreSpec> {
+        self.0.parse()
+    }
+}

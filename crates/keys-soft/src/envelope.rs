@@ -47,11 +47,13 @@ pub(crate) struct Envelope {
 fn derive(kek: &[u8], purpose: Purpose) -> Result<LessSafeKey> {
     let prk = Salt::new(HKDF_SHA256, b"bulwark-soft-keystore").extract(kek);
     let info = [purpose.info()];
-    let okm = prk.expand(&info, &AES_256_GCM).map_err(|_| Error::Backend {
-        backend: "software",
-        operation: "deriving envelope keys",
-        detail: "HKDF expand failed".into(),
-    })?;
+    let okm = prk
+        .expand(&info, &AES_256_GCM)
+        .map_err(|_| Error::Backend {
+            backend: "software",
+            operation: "deriving envelope keys",
+            detail: "HKDF expand failed".into(),
+        })?;
     Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
@@ -106,7 +108,9 @@ impl Envelope {
         label: &KeyLabel,
         blob: &[u8],
     ) -> std::result::Result<(Algorithm, Zeroizing<Vec<u8>>), String> {
-        let code = *blob.get(5).ok_or("file is too short to be a key envelope")?;
+        let code = *blob
+            .get(5)
+            .ok_or("file is too short to be a key envelope")?;
         let algorithm =
             algorithm_from_code(code).ok_or_else(|| format!("unknown algorithm code {code}"))?;
         let pkcs8 = self.open(Purpose::KeyFile, label.as_str().as_bytes(), blob)?;

@@ -43,9 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
-};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use keys::fsio::{check_private, ensure_private_dir, write_atomic};
 use keys::{
     Algorithm, BackendInfo, CapabilityClass, Error, KeyAdmin, KeyInfo, KeyLabel, KeyStore,
@@ -190,13 +188,13 @@ impl SoftKeyStore {
             Err(e) => return Err(Error::io("reading", &path, e)),
         };
         check_private(&path)?;
-        let (algorithm, pkcs8) = self
-            .envelope
-            .open_key(label, &blob)
-            .map_err(|reason| Error::Corrupt {
-                location: path.display().to_string(),
-                reason,
-            })?;
+        let (algorithm, pkcs8) =
+            self.envelope
+                .open_key(label, &blob)
+                .map_err(|reason| Error::Corrupt {
+                    location: path.display().to_string(),
+                    reason,
+                })?;
         let key = Arc::new(LoadedKey::parse(algorithm, &pkcs8, &path)?);
         self.cache().insert(label.clone(), key.clone());
         Ok(key)
@@ -317,7 +315,11 @@ impl KeyStore for SoftKeyStore {
                 ),
             });
         }
-        Ok(SealedSecret(self.envelope.seal(Purpose::Sealed, &[], secret)?))
+        Ok(SealedSecret(self.envelope.seal(
+            Purpose::Sealed,
+            &[],
+            secret,
+        )?))
     }
 
     fn unseal(&self, sealed: &SealedSecret) -> Result<Zeroizing<Vec<u8>>> {

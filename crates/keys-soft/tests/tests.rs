@@ -47,7 +47,10 @@ mod conformance {
             label_prefix: "sealed",
         });
         assert!(path.join("kek.sealed").exists());
-        assert!(!path.join("kek").exists(), "a sealed store wrote a plain KEK");
+        assert!(
+            !path.join("kek").exists(),
+            "a sealed store wrote a plain KEK"
+        );
     }
 }
 
@@ -60,9 +63,7 @@ mod at_rest {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ks");
         let store = SoftKeyStore::open(&path, KekProtection::File).unwrap();
-        store
-            .generate(&label("dev"), Algorithm::Ed25519)
-            .unwrap();
+        store.generate(&label("dev"), Algorithm::Ed25519).unwrap();
         let key_file = path.join("keys/dev.key");
         for p in [&path, &path.join("keys"), &path.join("kek"), &key_file] {
             let mode = fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -81,8 +82,12 @@ mod at_rest {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ks");
         let store = SoftKeyStore::open(&path, KekProtection::File).unwrap();
-        store.generate(&label("a"), Algorithm::EcdsaP256Sha256).unwrap();
-        store.generate(&label("b"), Algorithm::EcdsaP256Sha256).unwrap();
+        store
+            .generate(&label("a"), Algorithm::EcdsaP256Sha256)
+            .unwrap();
+        store
+            .generate(&label("b"), Algorithm::EcdsaP256Sha256)
+            .unwrap();
         drop(store);
         fs::copy(path.join("keys/a.key"), path.join("keys/b.key")).unwrap();
         let store = SoftKeyStore::open(&path, KekProtection::File).unwrap();
@@ -96,7 +101,9 @@ mod at_rest {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ks");
         let store = SoftKeyStore::open(&path, KekProtection::File).unwrap();
-        store.generate(&label("k"), Algorithm::EcdsaP256Sha256).unwrap();
+        store
+            .generate(&label("k"), Algorithm::EcdsaP256Sha256)
+            .unwrap();
         drop(store);
         let file = path.join("keys/k.key");
         let mut blob = fs::read(&file).unwrap();
@@ -108,7 +115,10 @@ mod at_rest {
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
         assert!(err.to_string().contains("k.key"), "{err}");
         fs::write(&file, b"short").unwrap();
-        assert!(matches!(store.sign(&label("k"), b""), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            store.sign(&label("k"), b""),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -116,11 +126,16 @@ mod at_rest {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ks");
         let store = SoftKeyStore::open(&path, KekProtection::File).unwrap();
-        store.generate(&label("k"), Algorithm::EcdsaP256Sha256).unwrap();
+        store
+            .generate(&label("k"), Algorithm::EcdsaP256Sha256)
+            .unwrap();
         drop(store);
         fs::remove_file(path.join("kek")).unwrap();
         let store = SoftKeyStore::open(&path, KekProtection::File).unwrap();
-        assert!(matches!(store.sign(&label("k"), b""), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            store.sign(&label("k"), b""),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]

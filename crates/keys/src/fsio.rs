@@ -34,7 +34,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .map_err(|e| Error::io("setting permissions on", &tmp, e))?;
         file.write_all(bytes)
             .map_err(|e| Error::io("writing", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("flushing", &tmp, e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("flushing", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| Error::io("renaming into", path, e))?;
         sync_dir(dir)
     })();
@@ -89,8 +90,15 @@ mod tests {
         write_atomic(&path, b"one", 0o600).unwrap();
         write_atomic(&path, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "temporary file left");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temporary file left"
+        );
         check_private(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = check_private(&path).unwrap_err().to_string();

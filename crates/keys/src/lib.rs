@@ -33,8 +33,8 @@
 //!   callers use `spawn_blocking`.
 
 pub mod encoding;
-pub mod fsio;
 mod error;
+pub mod fsio;
 mod types;
 
 use std::fmt::Debug;

@@ -9,7 +9,7 @@ use identity::ca::ManufacturerCa;
 use keys::{Algorithm, KeyLabel, KeyRef, KeyStore};
 use serde::{Deserialize, Serialize};
 
-use crate::keystore::KeystoreSpec;
+use crate::keystore::{KeystoreSpec, SpecArg};
 
 const CONFIG: &str = "ca.json";
 const ROOT_KEY: &str = "ca-root";
@@ -27,10 +27,10 @@ pub(crate) enum CaCommand {
         organization: String,
         /// Keystore for the issuing key (software, software+tpm:TCTI, tpm:TCTI, pkcs11:URI).
         #[arg(long, default_value = "software")]
-        keystore: KeystoreSpec,
+        keystore: SpecArg,
         /// Keystore for the root key; defaults to the issuing keystore.
         #[arg(long)]
-        root_keystore: Option<KeystoreSpec>,
+        root_keystore: Option<SpecArg>,
         /// Key algorithm.
         #[arg(long, default_value = "ecdsa-p256")]
         algorithm: Algorithm,
@@ -55,7 +55,11 @@ pub(crate) fn run(command: CaCommand) -> Result<()> {
             root_keystore,
             algorithm,
         } => {
-            let root_keystore = root_keystore.unwrap_or_else(|| keystore.clone());
+            let keystore = keystore.spec()?;
+            let root_keystore = match root_keystore {
+                Some(root) => root.spec()?,
+                None => keystore.clone(),
+            };
             init(&dir, &organization, &root_keystore, &keystore, algorithm)?;
             println!("manufacturer CA created in {}", dir.display());
             println!("  root certificate:    {}", dir.join("root.pem").display());

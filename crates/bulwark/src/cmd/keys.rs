@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Subcommand;
 
-use crate::keystore::KeystoreSpec;
+use crate::keystore::SpecArg;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -13,14 +13,14 @@ pub(crate) enum KeysCommand {
     List {
         /// The keystore (defaults to this device's).
         #[arg(long)]
-        keystore: Option<KeystoreSpec>,
+        keystore: Option<SpecArg>,
     },
 }
 
 pub(crate) fn run(state_dir: &Path, command: KeysCommand) -> Result<()> {
     let KeysCommand::List { keystore } = command;
     let spec = match keystore {
-        Some(spec) => spec,
+        Some(arg) => arg.spec()?,
         None => std::fs::read_to_string(state_dir.join(super::provision::KEYSTORE_SPEC_FILE))?
             .trim()
             .parse()?,

@@ -7,7 +7,7 @@ use clap::Args;
 use identity::provision::{self, ProvisionRequest, Provisioned};
 use keys::Algorithm;
 
-use crate::keystore::KeystoreSpec;
+use crate::keystore::{KeystoreSpec, SpecArg};
 
 /// File in the state directory naming the device's keystore.
 pub(crate) const KEYSTORE_SPEC_FILE: &str = "keystore.spec";
@@ -25,7 +25,7 @@ pub(crate) struct ProvisionArgs {
     model: String,
     /// Keystore for the device key (software, software+tpm:TCTI, tpm:TCTI, pkcs11:URI).
     #[arg(long, default_value = "software")]
-    keystore: KeystoreSpec,
+    keystore: SpecArg,
     /// Device key algorithm.
     #[arg(long, default_value = "ecdsa-p256")]
     algorithm: Algorithm,
@@ -49,7 +49,7 @@ pub(crate) fn run(state_dir: &Path, args: ProvisionArgs) -> Result<()> {
         development: args.development,
         force: args.force,
     };
-    let unit = provision_unit(&ca, state_dir, &args.keystore, &request)?;
+    let unit = provision_unit(&ca, state_dir, &args.keystore.spec()?, &request)?;
     let label = args
         .label_out
         .unwrap_or_else(|| state_dir.join("label.txt"));

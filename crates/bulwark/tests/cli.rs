@@ -1,0 +1,241 @@
+//! The command line end to end, software keystore.
+
+use crate::common::*;
+
+#[test]
+fn main_job_provisions_a_development_unit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let first = ok(&state, &[]);
+    assert!(first.contains("DEVELOPMENT UNIT"), "{first}");
+    let secret = field(&first, "setup secret");
+    assert_eq!(secret.len(), 39, "{secret}");
+    let again = ok(&state, &[]);
+    assert!(again.contains("DEVELOPMENT UNIT"));
+    assert!(!again.contains(&secret), "setup secret shown twice");
+    assert!(again.contains("class 1 only"), "{again}");
+    assert!(again.contains("matches the certificate"), "{again}");
+    openssl_verify(&state.join("dev-ca"), &state.join("identity/device.pem"));
+}
+
+#[test]
+fn two_units_share_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let ca_str = ca.to_str().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "ca",
+            "init",
+            "--dir",
+            ca_str,
+            "--organization",
+            "Acme Devices",
+        ],
+    );
+    let mut units = Vec::new();
+    for serial in ["ACME-0001", "ACME-0002"] {
+        let state = dir.path().join(serial);
+        let out = ok(
+            &state,
+            &[
+                "provision",
+                "--ca",
+                ca_str,
+                "--serial",
+                serial,
+                "--model",
+                "Thermo-2",
+            ],
+        );
+        openssl_verify(&ca, &state.join("identity/device.pem"));
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(&state, &["identity", "show", "--json"])).unwrap();
+        assert_eq!(shown["serial"], serial);
+        assert_eq!(shown["key_matches_certificate"], true);
+        let key = std::fs::read(
+            state
+                .join("keystore/software/keys")
+                .join(format!("{}.key", shown["key_label"].as_str().unwrap())),
+        )
+        .unwrap();
+        units.push((
+            shown["device_id"].as_str().unwrap().to_owned(),
+            shown["certificate"]["sha256"].as_str().unwrap().to_owned(),
+            field(&out, "setup secret"),
+            key,
+            std::fs::read(state.join("keystore/software/kek")).unwrap(),
+        ));
+    }
+    let (a, b) = (&units[0], &units[1]);
+    assert_ne!(a.0, b.0, "identifiers");
+    assert_ne!(a.1, b.1, "certificates");
+    assert_ne!(a.2, b.2, "setup secrets");
+    assert_ne!(a.3, b.3, "key files");
+    assert_ne!(a.4, b.4, "key-encryption keys");
+    // The same serial cannot be issued again.
+    let state = dir.path().join("dup");
+    let err = fails(
+        &state,
+        &[
+            "provision",
+            "--ca",
+            ca_str,
+            "--serial",
+            "ACME-0001",
+            "--model",
+            "Thermo-2",
+        ],
+    );
+    assert!(err.contains("already issued"), "{err}");
+}
+
+#[test]
+fn reprovisioning_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let ca_str = ca.to_str().unwrap();
+    let state = dir.path().join("unit");
+    ok(
+        dir.path(),
+        &["ca", "init", "--dir", ca_str, "--organization", "Acme"],
+    );
+    let args = [
+        "provision",
+        "--ca",
+        ca_str,
+        "--serial",
+        "S1",
+        "--model",
+        "M",
+    ];
+    ok(&state, &args);
+    let err = fails(&state, &args);
+    assert!(err.contains("--force"), "{err}");
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    ok(&state, &forced);
+}
+
+#[test]
+fn secrets_never_reach_output_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = bulwark(&state, &[]);
+    assert!(out.status.success());
+    let secret = field(&String::from_utf8_lossy(&out.stdout), "setup secret");
+    // Logs go to stderr at debug level: the secret must not be there.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&secret));
+    let kek = std::fs::read(state.join("keystore/software/kek")).unwrap();
+    let kek_hex = hex_lower(&kek);
+    for args in [
+        &["identity", "show", "--json"][..],
+        &["identity", "show"],
+        &["keys", "list"],
+    ] {
+        let out = bulwark(&state, args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {all}");
+        assert!(!all.contains(&secret), "{args:?} printed the setup secret");
+        assert!(!all.contains(&kek_hex), "{args:?} printed the KEK");
+        assert!(
+            !all.contains("argon2id"),
+            "{args:?} printed the secret hash"
+        );
+    }
+    // A PIN in a malformed keystore spec is not echoed.
+    let err = fails(
+        &state,
+        &["keys", "list", "--keystore", "hsm:pin-value=55555555"],
+    );
+    assert!(
+        err.contains("unknown keystore") && !err.contains("55555555"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_is_named_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let ca_str = ca.to_str().unwrap();
+    let state = dir.path().join("unit");
+    let err = fails(
+        &state,
+        &["provision", "--ca", ca_str, "--serial", "S", "--model", "M"],
+    );
+    assert!(err.contains("ca.json"), "{err}");
+    ok(
+        dir.path(),
+        &["ca", "init", "--dir", ca_str, "--organization", "Acme"],
+    );
+    let err = fails(
+        &state,
+        &[
+            "provision",
+            "--ca",
+            ca_str,
+            "--serial",
+            "S 1;",
+            "--model",
+            "M",
+        ],
+    );
+    assert!(err.contains("serial number"), "{err}");
+    assert!(!state.join("identity").exists());
+    let err = fails(
+        &state,
+        &[
+            "provision",
+            "--ca",
+            ca_str,
+            "--serial",
+            "S1",
+            "--model",
+            "M",
+            "--keystore",
+            "pkcs11:token=x?pin-value=1234",
+        ],
+    );
+    assert!(err.contains("pin-source") && !err.contains("1234"), "{err}");
+    // A corrupt device key file is reported with its path.
+    ok(
+        &state,
+        &[
+            "provision",
+            "--ca",
+            ca_str,
+            "--serial",
+            "S2",
+            "--model",
+            "M",
+        ],
+    );
+    let keys_dir = state.join("keystore/software/keys");
+    let key_file = std::fs::read_dir(&keys_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&key_file, b"garbage").unwrap();
+    let err = fails(&state, &["identity", "show"]);
+    assert!(
+        err.contains(key_file.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    let err = fails(
+        dir.path(),
+        &["ca", "init", "--dir", ca_str, "--organization", "Acme"],
+    );
+    assert!(err.contains("refusing to overwrite"), "{err}");
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,64 @@
+//! Helpers to run the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub(crate) fn bulwark(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(args)
+        .env("BULWARK_STATE_DIR", state)
+        .env("BULWARK_LOG", "debug")
+        .output()
+        .expect("run bulwark")
+}
+
+pub(crate) fn ok(state: &Path, args: &[&str]) -> String {
+    let out = bulwark(state, args);
+    assert!(
+        out.status.success(),
+        "bulwark {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn fails(state: &Path, args: &[&str]) -> String {
+    let out = bulwark(state, args);
+    assert!(!out.status.success(), "bulwark {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The value after `name:` on a line of output.
+pub(crate) fn field(output: &str, name: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name:?} in output:\n{output}"))
+        .trim()
+        .to_owned()
+}
+
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub(crate) fn openssl_verify(ca: &Path, cert: &Path) {
+    testkit::require_tool("openssl", "openssl");
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca.join("root.pem"))
+        .arg("-untrusted")
+        .arg(ca.join("issuing.pem"))
+        .arg(cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl verify {}: {}{}",
+        cert.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with only the Rust
+# toolchain: installs (idempotently) the real components the tests run
+# against, then runs every test with every backend compiled in.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# swtpm + tpm2-tools: a real (software) TPM 2.0; libtss2-dev: the TPM
+# backend links it; softhsm2 + libtpm2-pkcs11-1 + tpm2-pkcs11-tools: two
+# real PKCS#11 tokens; openssl: independent certificate verification.
+packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
+          libtpm2-pkcs11-1 tpm2-pkcs11-tools openssl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" </dev/null
+fi
+
+cargo test --workspace --all-features --locked "$@"
