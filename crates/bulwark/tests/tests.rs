@@ -6,6 +6,9 @@
 //! - `docs`: ARCHITECTURE.md matches `crates/`, docs/traceability.md names
 //!   only tests and files that exist.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod cli;

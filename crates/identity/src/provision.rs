@@ -36,6 +36,9 @@ const RECORD: &str = "device.json";
 const CERT: &str = "device.pem";
 const CHAIN: &str = "chain.pem";
 const FORMAT: u32 = 1;
+/// Written before the device key is generated, so that a crash at any
+/// later point leaves a record of which key to discard.
+const PENDING_KEY: &str = "pending-key-label";
 
 /// What the factory says about the unit being provisioned.
 #[derive(Debug, Clone)]
@@ -157,7 +160,20 @@ pub fn provision(
 
     let device_id = uuid::Uuid::new_v4().to_string();
     let key_label: KeyLabel = format!("idevid-{}", &device_id[..8]).parse()?;
-    let public = device_keys.generate(&key_label, request.algorithm)?;
+    let staging = state_dir.join(STAGING);
+    ensure_private_dir(&staging)?;
+    write_atomic(
+        &staging.join(PENDING_KEY),
+        key_label.as_str().as_bytes(),
+        0o600,
+    )?;
+    let public = match device_keys.generate(&key_label, request.algorithm) {
+        Ok(public) => public,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+    };
 
     // From here on a failure must remove the key we just made.
     let made = (|| -> Result<Provisioned> {
@@ -184,7 +200,6 @@ pub fn provision(
             development: request.development,
             provisioned_at: now.clone(),
         };
-        let staging = state_dir.join(STAGING);
         write_identity(&staging, &record, &certificate, &ca.chain_pem())?;
         registry.append(IssuedUnit {
             serial: record.serial.clone(),
@@ -203,10 +218,10 @@ pub fn provision(
 
     match made {
         Ok(provisioned) => {
-            if let Some(old) = previous.filter(|p| p.key_label != key_label) {
-                if let Err(e) = device_keys.delete(&old.key_label) {
-                    tracing::warn!(key = %old.key_label, error = %e, "could not delete the replaced device key");
-                }
+            if let Some(old) = previous.filter(|p| p.key_label != key_label)
+                && let Err(e) = device_keys.delete(&old.key_label)
+            {
+                tracing::warn!(key = %old.key_label, error = %e, "could not delete the replaced device key");
             }
             Ok(provisioned)
         }
@@ -284,8 +299,6 @@ fn write_identity(
     certificate: &CertificateDer<'_>,
     chain_pem: &str,
 ) -> Result<()> {
-    let _ = fs::remove_dir_all(staging);
-    ensure_private_dir(staging)?;
     let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Corrupt {
         path: staging.join(RECORD),
         reason: e.to_string(),
@@ -309,21 +322,22 @@ fn swap_into_place(state_dir: &Path) -> Result<()> {
     }
     fs::rename(&staging, &live).map_err(|e| Error::io("renaming into place", &live, e))?;
     sync_dir(state_dir)?;
+    let _ = fs::remove_file(live.join(PENDING_KEY));
     let _ = fs::remove_dir_all(&old);
     Ok(())
 }
 
 /// Removes a staging directory left by a crash during provisioning, with
-/// the key it names (a key nobody holds a certificate for).
+/// the key it names (a key no identity refers to).
 fn discard_staging(state_dir: &Path, device_keys: &dyn KeyAdmin) -> Result<()> {
     let staging = state_dir.join(STAGING);
     if !staging.exists() {
         return Ok(());
     }
-    if let Ok(text) = fs::read_to_string(staging.join(RECORD)) {
-        if let Ok(record) = serde_json::from_str::<DeviceRecord>(&text) {
-            let _ = device_keys.delete(&record.key_label);
-        }
+    if let Ok(text) = fs::read_to_string(staging.join(PENDING_KEY))
+        && let Ok(label) = text.trim().parse::<KeyLabel>()
+    {
+        let _ = device_keys.delete(&label);
     }
     tracing::warn!(dir = %staging.display(), "discarding an interrupted provisioning");
     fs::remove_dir_all(&staging).map_err(|e| Error::io("removing", &staging, e))

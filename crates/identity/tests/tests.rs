@@ -2,6 +2,9 @@
 //! software keystore (the TPM and PKCS#11 cases run from the `bulwark`
 //! crate, which links every backend).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ struct Factory {
     _dir: tempfile::TempDir,
     root: std::path::PathBuf,
     ca: ManufacturerCa,
+    ca_keys: Arc<SoftKeyStore>,
 }
 
 fn soft(path: &Path) -> Arc<SoftKeyStore> {
@@ -31,7 +35,7 @@ fn factory() -> Factory {
             .generate(&l.parse().unwrap(), Algorithm::EcdsaP256Sha256)
             .unwrap();
     }
-    let store: Arc<dyn KeyStore> = ca_keys;
+    let store: Arc<dyn KeyStore> = ca_keys.clone();
     let root_key = KeyRef::new(store.clone(), "root".parse().unwrap()).unwrap();
     let issuing_key = KeyRef::new(store, "issuing".parse().unwrap()).unwrap();
     let ca =
@@ -40,6 +44,7 @@ fn factory() -> Factory {
         _dir: dir,
         root,
         ca,
+        ca_keys,
     }
 }
 
@@ -196,9 +201,9 @@ mod provisioning {
         let f = factory();
         let state = f.root.join("unit");
         let keys = soft(&state.join("keystore"));
-        // A file where the staging directory must go makes the write fail.
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::write(state.join("identity.staging"), b"in the way").unwrap();
+        // The issuing key vanishing makes certificate signing fail after
+        // the device key exists.
+        f.ca_keys.delete(&"issuing".parse().unwrap()).unwrap();
         let err = provision::provision(&f.ca, keys.as_ref(), &state, &request("SN-5"));
         assert!(err.is_err());
         assert!(
@@ -207,6 +212,31 @@ mod provisioning {
         );
         assert!(!state.join("identity").exists());
         assert!(f.ca.registry().lock().unwrap().units().is_empty());
+    }
+
+    #[test]
+    fn a_crash_mid_provisioning_leaves_no_orphan_key() {
+        let f = factory();
+        let state = f.root.join("unit");
+        let keys = soft(&state.join("keystore"));
+        // What a power cut right after key generation leaves behind.
+        let orphan: keys::KeyLabel = "idevid-deadbeef".parse().unwrap();
+        keys.generate(&orphan, Algorithm::EcdsaP256Sha256).unwrap();
+        std::fs::create_dir_all(state.join("identity.staging")).unwrap();
+        std::fs::write(
+            state.join("identity.staging/pending-key-label"),
+            orphan.as_str(),
+        )
+        .unwrap();
+        let unit = provision::provision(&f.ca, keys.as_ref(), &state, &request("SN-6")).unwrap();
+        let left: Vec<_> = keys.list().unwrap().into_iter().map(|k| k.label).collect();
+        assert_eq!(
+            left,
+            vec![unit.record.key_label.clone()],
+            "orphan key survived"
+        );
+        assert!(!state.join("identity.staging").exists());
+        assert!(!state.join("identity/pending-key-label").exists());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Integration tests of the software keystore: the shared conformance
 //! suite, then the properties specific to keys kept in files.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
