@@ -1,0 +1,774 @@
+//! The tamper-evident event log (clause 5.2.5.2.2, and 5.2.5.1.2 for its
+//! protection).
+//!
+//! One append-only file, `events.log`, of frames:
+//!
+//! ```text
+//! length u32 | kind u8 | body | chain hash [32]
+//! chain hash = SHA-256("bulwark-log v1" | previous chain hash | kind | body)
+//! ```
+//!
+//! A *record* body is `sequence u64 | user tag [32] | sealed common fields
+//! | sealed identifying fields`. The common fields (time, severity,
+//! action, outcome, detail) are sealed under the store key; the fields
+//! that identify a person (actor, source address) are sealed under that
+//! user's key, so removing the user makes them unreadable while the chain,
+//! which covers ciphertext, still verifies.
+//!
+//! A *checkpoint* body is `count u64 | head [32] | unix time u64 |
+//! signature`, signed by the device key. Checkpoints are written every
+//! [`CHECKPOINT_EVERY`] records and on [`EventLog::close`]; the newest is
+//! also kept in the store, so a log replaced by an older copy is caught.
+//!
+//! [`verify`] reads a log and reports every place it was modified, had
+//! records deleted, reordered or truncated, with record number and byte
+//! offset.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use aws_lc_rs::digest::{Context, SHA256};
+use keys::{KeyRef, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::aad;
+use crate::records::{Category, Store, now};
+use crate::{Error, Result};
+
+/// Records between two checkpoints.
+pub const CHECKPOINT_EVERY: u64 = 256;
+const KIND_RECORD: u8 = 1;
+const KIND_CHECKPOINT: u8 = 2;
+const MAX_FRAME: usize = 1 << 20;
+const LOG_TABLE: &str = "event-log";
+const STATE_NAME: &str = "event-log.checkpoint";
+
+/// How serious an event is (RFC 5424 severities that matter here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Immediate action needed (e.g. integrity failure).
+    Alert,
+    /// A security control failed or was attacked.
+    Error,
+    /// Something unusual: a refused login, a weakened setting.
+    Warning,
+    /// Normal but significant: a configuration change, a removal.
+    Notice,
+    /// Routine.
+    Info,
+}
+
+/// What came of the action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It was done.
+    Success,
+    /// It was attempted and failed.
+    Failure,
+    /// It was refused by access control.
+    Denied,
+}
+
+/// One event: who, what, when, from where, outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When (RFC 3339), set by [`EventLog::append`].
+    pub time: String,
+    /// Severity.
+    pub severity: Severity,
+    /// What happened, e.g. `config.change`, `login`, `user-data.remove`.
+    pub action: String,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Free detail (no personal data: that goes in `actor`/`source`).
+    pub detail: String,
+    /// Who: an account name (personal data), a machine identity, or
+    /// `system`.
+    pub actor: Option<String>,
+    /// Whether `actor` is a person (its fields are then sealed under that
+    /// person's key).
+    pub actor_is_user: bool,
+    /// From where: an address or interface.
+    pub source: Option<String>,
+}
+
+impl Event {
+    /// An event by the device itself.
+    pub fn system(severity: Severity, action: &str, outcome: Outcome, detail: &str) -> Self {
+        Self {
+            time: String::new(),
+            severity,
+            action: action.to_owned(),
+            outcome,
+            detail: detail.to_owned(),
+            actor: Some("system".into()),
+            actor_is_user: false,
+            source: None,
+        }
+    }
+
+    /// An event caused by a person.
+    pub fn by_user(
+        user: &str,
+        source: Option<&str>,
+        severity: Severity,
+        action: &str,
+        outcome: Outcome,
+        detail: &str,
+    ) -> Self {
+        Self {
+            time: String::new(),
+            severity,
+            action: action.to_owned(),
+            outcome,
+            detail: detail.to_owned(),
+            actor: Some(user.to_owned()),
+            actor_is_user: true,
+            source: source.map(str::to_owned),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Common {
+    time: String,
+    severity: Severity,
+    action: String,
+    outcome: Outcome,
+    detail: String,
+    actor_is_user: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Identifying {
+    actor: Option<String>,
+    source: Option<String>,
+}
+
+/// A checkpoint: the log held `count` records ending in `head` at `time`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Records covered.
+    pub count: u64,
+    /// Chain hash of the last record covered (hex).
+    pub head: String,
+    /// Unix time of signing.
+    pub time: u64,
+}
+
+fn chain(prev: &[u8; 32], kind: u8, body: &[u8]) -> [u8; 32] {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(b"bulwark-log v1");
+    ctx.update(prev);
+    ctx.update(&[kind]);
+    ctx.update(body);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn checkpoint_message(count: u64, head: &[u8; 32], time: u64) -> Vec<u8> {
+    let mut m = b"bulwark-log-checkpoint v1".to_vec();
+    m.extend_from_slice(&count.to_be_bytes());
+    m.extend_from_slice(head);
+    m.extend_from_slice(&time.to_be_bytes());
+    m
+}
+
+/// One frame read from the file.
+#[derive(Debug, Clone)]
+struct Frame {
+    offset: u64,
+    kind: u8,
+    body: Vec<u8>,
+    stored_hash: [u8; 32],
+}
+
+/// Reads complete frames; returns them and the offset where the first
+/// incomplete or malformed frame starts (the file length if none).
+fn read_frames(bytes: &[u8]) -> (Vec<Frame>, u64) {
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let Some(len_bytes) = bytes.get(at..at + 4) else {
+            break;
+        };
+        let len =
+            u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        if !(33..=MAX_FRAME).contains(&len) {
+            break;
+        }
+        let Some(frame) = bytes.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        let (kind_body, hash) = frame.split_at(len - 32);
+        let mut stored_hash = [0u8; 32];
+        stored_hash.copy_from_slice(hash);
+        frames.push(Frame {
+            offset: at as u64,
+            kind: kind_body[0],
+            body: kind_body[1..].to_vec(),
+            stored_hash,
+        });
+        at += 4 + len;
+    }
+    (frames, at as u64)
+}
+
+fn encode_frame(kind: u8, body: &[u8], hash: &[u8; 32]) -> Vec<u8> {
+    let len = 1 + body.len() + 32;
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(body);
+    out.extend_from_slice(hash);
+    out
+}
+
+struct Tail {
+    file: File,
+    count: u64,
+    head: [u8; 32],
+    since_checkpoint: u64,
+}
+
+/// An open event log. Appends are durable when [`EventLog::append`]
+/// returns.
+pub struct EventLog {
+    path: PathBuf,
+    store: Arc<Store>,
+    signer: KeyRef,
+    tail: Mutex<Tail>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLog {
+    /// Opens (creating if needed) `events.log` in `dir`. A frame cut short
+    /// by a crash (never acknowledged) is removed, and that repair is
+    /// itself logged.
+    pub fn open(dir: &Path, store: Arc<Store>, signer: KeyRef) -> Result<Self> {
+        let path = dir.join("events.log");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io("reading", &path, e))?;
+        let (frames, end) = read_frames(&bytes);
+        let torn = end < bytes.len() as u64;
+        if torn {
+            file.set_len(end)
+                .map_err(|e| Error::io("truncating a torn frame in", &path, e))?;
+            file.sync_all()
+                .map_err(|e| Error::io("flushing", &path, e))?;
+        }
+        let mut count = 0;
+        let mut head = [0u8; 32];
+        let mut since = 0;
+        for f in &frames {
+            head = f.stored_hash;
+            if f.kind == KIND_RECORD {
+                count += 1;
+                since += 1;
+            } else {
+                since = 0;
+            }
+        }
+        let log = Self {
+            path,
+            store,
+            signer,
+            tail: Mutex::new(Tail {
+                file,
+                count,
+                head,
+                since_checkpoint: since,
+            }),
+        };
+        if torn {
+            log.append(Event::system(
+                Severity::Warning,
+                "event-log.recovered",
+                Outcome::Success,
+                &format!("removed an incomplete frame at offset {end} left by a crash"),
+            ))?;
+        }
+        Ok(log)
+    }
+
+    /// Appends an event (time set now) and returns its sequence number
+    /// once it is on disk.
+    pub fn append(&self, mut event: Event) -> Result<u64> {
+        event.time = now();
+        let keyring = self.store.keyring();
+        let user_tag = match (&event.actor, event.actor_is_user) {
+            (Some(user), true) => keyring.store_key.name(&[b"log-user", user.as_bytes()]),
+            _ => [0u8; 32],
+        };
+        let identifying = serde_json::to_vec(&Identifying {
+            actor: event.actor.clone(),
+            source: event.source.clone(),
+        })
+        .map_err(|e| Error::InvalidInput {
+            what: "event",
+            reason: e.to_string(),
+        })?;
+        let common = serde_json::to_vec(&Common {
+            time: event.time.clone(),
+            severity: event.severity,
+            action: event.action.clone(),
+            outcome: event.outcome,
+            detail: event.detail.clone(),
+            actor_is_user: event.actor_is_user,
+        })
+        .map_err(|e| Error::InvalidInput {
+            what: "event",
+            reason: e.to_string(),
+        })?;
+
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = tail.count;
+        let seq_bytes = seq.to_be_bytes();
+        let sealed_common = keyring
+            .store_key
+            .seal(&aad(LOG_TABLE, &seq_bytes), &common)?;
+        let sealed_ident = match (&event.actor, event.actor_is_user) {
+            (Some(user), true) => keyring
+                .user_key_or_create(user)?
+                .seal(&aad(LOG_TABLE, &seq_bytes), &identifying)?,
+            _ => keyring
+                .store_key
+                .seal(&aad(LOG_TABLE, &seq_bytes), &identifying)?,
+        };
+        let mut body = Vec::with_capacity(8 + 32 + 8 + sealed_common.len() + sealed_ident.len());
+        body.extend_from_slice(&seq_bytes);
+        body.extend_from_slice(&user_tag);
+        body.extend_from_slice(&(sealed_common.len() as u32).to_be_bytes());
+        body.extend_from_slice(&sealed_common);
+        body.extend_from_slice(&sealed_ident);
+        let hash = chain(&tail.head, KIND_RECORD, &body);
+        self.write_frame(&mut tail, &encode_frame(KIND_RECORD, &body, &hash))?;
+        tail.head = hash;
+        tail.count += 1;
+        tail.since_checkpoint += 1;
+        if tail.since_checkpoint >= CHECKPOINT_EVERY {
+            self.checkpoint_locked(&mut tail)?;
+        }
+        Ok(seq)
+    }
+
+    fn write_frame(&self, tail: &mut Tail, frame: &[u8]) -> Result<()> {
+        tail.file
+            .write_all(frame)
+            .and_then(|()| tail.file.sync_data())
+            .map_err(|e| Error::io("appending to", &self.path, e))
+    }
+
+    /// Signs a checkpoint over everything appended so far.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        self.checkpoint_locked(&mut tail)
+    }
+
+    fn checkpoint_locked(&self, tail: &mut Tail) -> Result<Checkpoint> {
+        let time = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        let signature = self
+            .signer
+            .sign(&checkpoint_message(tail.count, &tail.head, time))?;
+        let mut body = Vec::with_capacity(8 + 32 + 8 + signature.0.len());
+        body.extend_from_slice(&tail.count.to_be_bytes());
+        body.extend_from_slice(&tail.head);
+        body.extend_from_slice(&time.to_be_bytes());
+        body.extend_from_slice(&signature.0);
+        let hash = chain(&tail.head, KIND_CHECKPOINT, &body);
+        self.write_frame(tail, &encode_frame(KIND_CHECKPOINT, &body, &hash))?;
+        let checkpoint = Checkpoint {
+            count: tail.count,
+            head: hex::encode(tail.head),
+            time,
+        };
+        let state = serde_json::to_vec(&checkpoint).map_err(|e| Error::InvalidInput {
+            what: "checkpoint",
+            reason: e.to_string(),
+        })?;
+        self.store.put(Category::Identifiers, STATE_NAME, &state)?;
+        tail.head = hash;
+        tail.since_checkpoint = 0;
+        Ok(checkpoint)
+    }
+
+    /// Writes a final checkpoint (on shutdown).
+    pub fn close(self) -> Result<Checkpoint> {
+        self.checkpoint()
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of records appended.
+    pub fn len(&self) -> u64 {
+        self.tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .count
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One thing wrong with a log, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Finding {
+    /// A record's bytes differ from what was chained.
+    Modified {
+        /// Record number.
+        record: u64,
+        /// Byte offset of its frame.
+        offset: u64,
+    },
+    /// Records are missing.
+    Deleted {
+        /// First missing record.
+        first: u64,
+        /// Last missing record.
+        last: u64,
+        /// Offset where they should have been.
+        offset: u64,
+    },
+    /// Records appear out of order.
+    Reordered {
+        /// The record found.
+        record: u64,
+        /// The record expected there.
+        expected: u64,
+        /// Offset.
+        offset: u64,
+    },
+    /// The file ends inside a frame or with garbage.
+    Truncated {
+        /// Where the damage starts.
+        offset: u64,
+        /// Records after the last valid checkpoint (not protected by a
+        /// signature, so their truncation cannot be told from a crash).
+        unprotected_records: u64,
+    },
+    /// A checkpoint's signature does not verify with the device key.
+    BadSignature {
+        /// Records the checkpoint claims.
+        count: u64,
+        /// Offset.
+        offset: u64,
+    },
+    /// A checkpoint does not match the records before it.
+    CheckpointMismatch {
+        /// Records the checkpoint claims.
+        count: u64,
+        /// Records actually before it.
+        found: u64,
+        /// Offset.
+        offset: u64,
+    },
+    /// The log is older than the newest checkpoint the store remembers:
+    /// replaced by an older copy, or truncated.
+    RolledBack {
+        /// Records the store's checkpoint covers.
+        expected_at_least: u64,
+        /// Records in the log.
+        found: u64,
+    },
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Records read.
+    pub records: u64,
+    /// Valid checkpoints.
+    pub checkpoints: u64,
+    /// Records covered by the last valid checkpoint.
+    pub protected_records: u64,
+    /// Everything wrong, in file order; empty when the log is intact.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether the log verified.
+    pub fn is_intact(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// Verifies the log in `dir` against the device public key and the newest
+/// checkpoint remembered by `store` (if given).
+pub fn verify(dir: &Path, device_key: &PublicKey, store: Option<&Store>) -> Result<Report> {
+    let path = dir.join("events.log");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+    let (frames, end) = read_frames(&bytes);
+    let mut findings = Vec::new();
+    let mut prev = [0u8; 32];
+    let mut expected_seq = 0u64;
+    let mut records = 0u64;
+    let mut checkpoints = 0u64;
+    let mut protected = 0u64;
+    let mut last_record_hash = [0u8; 32];
+    let mut i = 0;
+    while i < frames.len() {
+        let f = &frames[i];
+        let recomputed = chain(&prev, f.kind, &f.body);
+        match f.kind {
+            KIND_RECORD => {
+                let seq = f
+                    .body
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(u64::MAX);
+                if seq != expected_seq {
+                    let next_seq = frames
+                        .get(i + 1)
+                        .and_then(|n| n.body.get(..8))
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_be_bytes);
+                    if seq == expected_seq + 1 && next_seq == Some(expected_seq) {
+                        findings.push(Finding::Reordered {
+                            record: seq,
+                            expected: expected_seq,
+                            offset: f.offset,
+                        });
+                        // Skip the swapped pair; resume the chain after it.
+                        prev = frames[i + 1].stored_hash;
+                        last_record_hash = prev;
+                        records += 2;
+                        expected_seq += 2;
+                        i += 2;
+                        continue;
+                    } else if seq > expected_seq && seq != u64::MAX {
+                        findings.push(Finding::Deleted {
+                            first: expected_seq,
+                            last: seq - 1,
+                            offset: f.offset,
+                        });
+                        expected_seq = seq;
+                    } else {
+                        findings.push(Finding::Reordered {
+                            record: seq,
+                            expected: expected_seq,
+                            offset: f.offset,
+                        });
+                    }
+                } else if recomputed != f.stored_hash || !record_opens(store, f, seq) {
+                    findings.push(Finding::Modified {
+                        record: seq,
+                        offset: f.offset,
+                    });
+                }
+                records += 1;
+                expected_seq = expected_seq.max(seq.saturating_add(1));
+                last_record_hash = f.stored_hash;
+            }
+            KIND_CHECKPOINT => {
+                let ok_chain = recomputed == f.stored_hash;
+                match parse_checkpoint(&f.body) {
+                    Some((count, head, time, sig)) => {
+                        let msg = checkpoint_message(count, &head, time);
+                        if !keys_verify(device_key, &msg, sig) || !ok_chain {
+                            findings.push(Finding::BadSignature {
+                                count,
+                                offset: f.offset,
+                            });
+                        } else if count != records || head != last_record_hash {
+                            findings.push(Finding::CheckpointMismatch {
+                                count,
+                                found: records,
+                                offset: f.offset,
+                            });
+                        } else {
+                            checkpoints += 1;
+                            protected = count;
+                        }
+                    }
+                    None => findings.push(Finding::BadSignature {
+                        count: 0,
+                        offset: f.offset,
+                    }),
+                }
+            }
+            _ => findings.push(Finding::Modified {
+                record: expected_seq,
+                offset: f.offset,
+            }),
+        }
+        prev = f.stored_hash;
+        i += 1;
+    }
+    if end < bytes.len() as u64 {
+        findings.push(Finding::Truncated {
+            offset: end,
+            unprotected_records: records - protected,
+        });
+    }
+    if let Some(store) = store
+        && let Some(state) = store.get(Category::Identifiers, STATE_NAME)?
+        && let Ok(remembered) = serde_json::from_slice::<Checkpoint>(&state)
+        && remembered.count > records
+    {
+        findings.push(Finding::RolledBack {
+            expected_at_least: remembered.count,
+            found: records,
+        });
+    }
+    Ok(Report {
+        records,
+        checkpoints,
+        protected_records: protected,
+        findings,
+    })
+}
+
+fn parse_checkpoint(body: &[u8]) -> Option<(u64, [u8; 32], u64, &[u8])> {
+    let count = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let head: [u8; 32] = body.get(8..40)?.try_into().ok()?;
+    let time = u64::from_be_bytes(body.get(40..48)?.try_into().ok()?);
+    Some((count, head, time, body.get(48..)?))
+}
+
+fn keys_verify(key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ED25519, UnparsedPublicKey};
+    match key.algorithm() {
+        keys::Algorithm::Ed25519 => UnparsedPublicKey::new(&ED25519, key.raw())
+            .verify(message, signature)
+            .is_ok(),
+        _ => UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.raw())
+            .verify(message, signature)
+            .is_ok(),
+    }
+}
+
+/// Whether the record's common fields authenticate under the store key
+/// (catches a modification whose chain hashes were recomputed).
+fn record_opens(store: Option<&Store>, f: &Frame, seq: u64) -> bool {
+    let Some(store) = store else { return true };
+    split_record(&f.body)
+        .map(|(_, common, _)| {
+            store
+                .keyring()
+                .store_key
+                .open(&aad(LOG_TABLE, &seq.to_be_bytes()), common)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+fn split_record(body: &[u8]) -> Option<([u8; 32], &[u8], &[u8])> {
+    let tag: [u8; 32] = body.get(8..40)?.try_into().ok()?;
+    let len = u32::from_be_bytes(body.get(40..44)?.try_into().ok()?) as usize;
+    let common = body.get(44..44 + len)?;
+    let ident = body.get(44 + len..)?;
+    Some((tag, common, ident))
+}
+
+/// One exported event; identifying fields read `null` with
+/// `identity_removed` once the user's key is gone.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exported {
+    /// Sequence number.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// The user's key was destroyed: actor and source are unreadable.
+    pub identity_removed: bool,
+}
+
+/// Decrypts every readable record, in order.
+pub fn export(dir: &Path, store: &Store) -> Result<Vec<Exported>> {
+    let path = dir.join("events.log");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+    let (frames, _) = read_frames(&bytes);
+    let keyring = store.keyring();
+    let users: Vec<(String, [u8; 32])> = keyring
+        .user_ids()
+        .into_iter()
+        .map(|u| {
+            let tag = keyring.store_key.name(&[b"log-user", u.as_bytes()]);
+            (u, tag)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for f in frames.iter().filter(|f| f.kind == KIND_RECORD) {
+        let tampered = |reason: String| Error::Tampered {
+            table: LOG_TABLE,
+            reason,
+        };
+        let seq = u64::from_be_bytes(
+            f.body
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| tampered("short record".into()))?,
+        );
+        let (tag, common, ident) =
+            split_record(&f.body).ok_or_else(|| tampered(format!("record {seq} is malformed")))?;
+        let aad = aad(LOG_TABLE, &seq.to_be_bytes());
+        let common: Common = serde_json::from_slice(
+            &keyring
+                .store_key
+                .open(&aad, common)
+                .map_err(|r| tampered(format!("record {seq}: {r}")))?,
+        )
+        .map_err(|e| tampered(format!("record {seq}: {e}")))?;
+        let identifying: Option<Identifying> = if tag == [0u8; 32] {
+            keyring
+                .store_key
+                .open(&aad, ident)
+                .ok()
+                .and_then(|p| serde_json::from_slice(&p).ok())
+        } else {
+            users
+                .iter()
+                .find(|(_, t)| *t == tag)
+                .and_then(|(u, _)| keyring.user_key(u).ok().flatten())
+                .and_then(|k| k.open(&aad, ident).ok())
+                .and_then(|p| serde_json::from_slice(&p).ok())
+        };
+        let identity_removed = identifying.is_none();
+        let identifying = identifying.unwrap_or(Identifying {
+            actor: None,
+            source: None,
+        });
+        out.push(Exported {
+            seq,
+            event: Event {
+                time: common.time,
+                severity: common.severity,
+                action: common.action,
+                outcome: common.outcome,
+                detail: common.detail,
+                actor: identifying.actor,
+                actor_is_user: common.actor_is_user,
+                source: identifying.source,
+            },
+            identity_removed,
+        });
+    }
+    Ok(out)
+}
