@@ -46,6 +46,9 @@ enum Command {
     /// Keys in a keystore (public information only).
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// The tamper-evident event log.
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Provision(args) => cmd::provision::run(&cli.state_dir, args),
         Command::Identity(c) => cmd::identity::run(&cli.state_dir, c),
         Command::Keys(c) => cmd::keys::run(&cli.state_dir, c),
+        Command::Log(c) => cmd::log::run(&cli.state_dir, c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

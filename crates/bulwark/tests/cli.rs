@@ -239,3 +239,23 @@ fn bad_input_is_named_and_changes_nothing() {
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn event_log_verifies_and_tampering_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    ok(&state, &[]);
+    let out = ok(&state, &["log", "verify"]);
+    assert!(out.contains("event log intact"), "{out}");
+    let export = ok(&state, &["log", "export"]);
+    let first: serde_json::Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+    assert_eq!(first["action"], "device.provisioned");
+    let log = state.join("store/events.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[60] ^= 0x40;
+    std::fs::write(&log, bytes).unwrap();
+    let out = bulwark(&state, &["log", "verify"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("record 0 was modified"), "{text}");
+}

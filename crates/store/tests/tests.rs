@@ -645,6 +645,60 @@ mod crash {
     }
 }
 
+#[cfg(feature = "crash-writer")]
+mod full_disk {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    /// The writer runs with a 1 MiB file-size limit (what a full disk does
+    /// to a write: it fails). It must stop with a clear error, and every
+    /// write it acknowledged must be intact afterwards.
+    #[test]
+    fn a_full_disk_fails_clearly_and_loses_nothing_acknowledged() {
+        let d = Device::new();
+        let exe = env!("CARGO_BIN_EXE_store-crash-writer");
+        // SIGXFSZ ignored so the write fails with EFBIG instead of killing.
+        let script = format!(
+            "trap '' XFSZ; ulimit -f 2048; exec '{exe}' '{}' 0",
+            d.dir.display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let acked: Vec<u64> = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map(|l| l.unwrap().trim_start_matches("ack ").parse().unwrap())
+            .collect();
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "the writer never hit the limit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("File too large") || err.contains("too large"),
+            "unclear error: {err}"
+        );
+        assert!(!acked.is_empty());
+        let store = d.store();
+        for n in &acked {
+            let v = store
+                .get(Category::Configuration, &format!("k{n}"))
+                .unwrap();
+            assert_eq!(
+                v.as_deref().map(|v| &v[..]),
+                Some(format!("value-{n}").as_bytes()),
+                "acknowledged record {n} lost"
+            );
+        }
+        drop(d.log(store.clone()));
+        let report =
+            eventlog::verify(&d.store_dir(), d.signer().public_key(), Some(&store)).unwrap();
+        assert!(report.is_intact(), "{:?}", report.findings);
+    }
+}
+
 /// The crash test needs the helper binary: fail loudly without it.
 #[cfg(not(feature = "crash-writer"))]
 #[test]

@@ -2,6 +2,8 @@
 
 pub(crate) mod ca;
 pub(crate) mod dev;
+pub(crate) mod device;
 pub(crate) mod identity;
 pub(crate) mod keys;
+pub(crate) mod log;
 pub(crate) mod provision;

@@ -81,6 +81,7 @@ pub(crate) fn provision_unit(
         format!("{spec}\n").as_bytes(),
         0o600,
     )?;
+    record_provisioning(state_dir, &unit)?;
     Ok(unit)
 }
 
@@ -96,4 +97,24 @@ pub(crate) fn print_new_unit(unit: &Provisioned, label: &Path) {
         "  (shown once; also on the label file {}, mode 0600 — print it, then delete it)",
         label.display()
     );
+}
+
+/// Opens the store and event log for the first time and records the
+/// provisioning in it, under a signed checkpoint.
+fn record_provisioning(state_dir: &Path, unit: &Provisioned) -> Result<()> {
+    use store::eventlog::{Event, EventLog, Outcome, Severity};
+    let device = super::device::Device::open(state_dir)?;
+    let store = device.store()?;
+    let log = EventLog::open(&device.store_dir(), store, device.key()?)?;
+    log.append(Event::system(
+        Severity::Notice,
+        "device.provisioned",
+        Outcome::Success,
+        &format!(
+            "device {} serial {} certificate {}",
+            unit.record.device_id, unit.record.serial, unit.record.certificate_sha256
+        ),
+    ))?;
+    log.close()?;
+    Ok(())
 }
