@@ -113,9 +113,34 @@ fn frame(name: &str, value: &[u8]) -> Zeroizing<Vec<u8>> {
 }
 
 fn unframe(plain: &[u8]) -> Option<(String, Zeroizing<Vec<u8>>)> {
+    let (name, value) = split_frame(plain)?;
+    Some((name.to_owned(), Zeroizing::new(value.to_vec())))
+}
+
+fn split_frame(plain: &[u8]) -> Option<(&str, &[u8])> {
     let len = u16::from_be_bytes([*plain.first()?, *plain.get(1)?]) as usize;
-    let name = std::str::from_utf8(plain.get(2..2 + len)?).ok()?.to_owned();
-    Some((name, Zeroizing::new(plain.get(2 + len..)?.to_vec())))
+    let name = std::str::from_utf8(plain.get(2..2 + len)?).ok()?;
+    Some((name, plain.get(2 + len..)?))
+}
+
+/// Checks that the record carries `name` and turns the plaintext into the
+/// value in place (no second buffer for the secret).
+fn into_value(
+    table: &'static str,
+    name: &str,
+    mut plain: Zeroizing<Vec<u8>>,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let header = match split_frame(&plain) {
+        Some((stored, _)) if stored == name => 2 + stored.len(),
+        _ => {
+            return Err(Error::Tampered {
+                table,
+                reason: "record does not carry its own name".into(),
+            });
+        }
+    };
+    plain.drain(..header);
+    Ok(plain)
 }
 
 impl Store {
@@ -159,11 +184,14 @@ impl Store {
         txn.commit().map_err(|e| Error::db(&self.path, e))
     }
 
-    fn read_raw(
+    /// Runs `f` on the stored bytes under `key`, inside the read
+    /// transaction (no copy of the ciphertext).
+    fn with_raw<T>(
         &self,
         table: TableDefinition<'static, &'static [u8], &'static [u8]>,
         key: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
         let db = self.db();
         let txn = db.begin_read().map_err(|e| Error::db(&self.path, e))?;
         let t = match txn.open_table(table) {
@@ -171,9 +199,10 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(Error::db(&self.path, e)),
         };
-        Ok(t.get(key)
-            .map_err(|e| Error::db(&self.path, e))?
-            .map(|v| v.value().to_vec()))
+        match t.get(key).map_err(|e| Error::db(&self.path, e))? {
+            Some(v) => f(v.value()).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Stores `value` under `name` in `category`, replacing any previous
@@ -199,28 +228,19 @@ impl Store {
     /// The value under `name` in `category`.
     pub fn get(&self, category: Category, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
         check_name(name)?;
+        let table = category.table();
         let key = self
             .keyring
             .store_key
-            .name(&[category.table().as_bytes(), name.as_bytes()]);
-        let Some(sealed) = self.read_raw(category.definition(), &key)? else {
-            return Ok(None);
-        };
-        let plain = self
-            .keyring
-            .store_key
-            .open(&aad(category.table(), &key), &sealed)
-            .map_err(|reason| Error::Tampered {
-                table: category.table(),
-                reason,
-            })?;
-        match unframe(&plain) {
-            Some((stored, value)) if stored == name => Ok(Some(value)),
-            _ => Err(Error::Tampered {
-                table: category.table(),
-                reason: "record does not carry its own name".into(),
-            }),
-        }
+            .name(&[table.as_bytes(), name.as_bytes()]);
+        self.with_raw(category.definition(), &key, |sealed| {
+            let plain = self
+                .keyring
+                .store_key
+                .open(&aad(table, &key), sealed)
+                .map_err(|reason| Error::Tampered { table, reason })?;
+            into_value(table, name, plain)
+        })
     }
 
     /// Deletes `name` from `category`; returns whether it existed.
@@ -323,16 +343,15 @@ impl Store {
             return Ok(None);
         };
         let key = self.user_record_key(user, name);
-        let Some(sealed) = self.read_raw(USER_DATA, &key)? else {
-            return Ok(None);
-        };
-        let plain = user_key
-            .open(&aad(USER_TABLE, &key), &sealed)
-            .map_err(|reason| Error::Tampered {
-                table: USER_TABLE,
-                reason,
-            })?;
-        Ok(unframe(&plain).map(|(_, value)| value))
+        self.with_raw(USER_DATA, &key, |sealed| {
+            let plain = user_key
+                .open(&aad(USER_TABLE, &key), sealed)
+                .map_err(|reason| Error::Tampered {
+                    table: USER_TABLE,
+                    reason,
+                })?;
+            into_value(USER_TABLE, name, plain)
+        })
     }
 
     /// Names of a user's records.
