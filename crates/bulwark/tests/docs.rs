@@ -209,3 +209,36 @@ fn traceability_checker_rejects_a_missing_test() {
     // A helper that is not a #[test] does not count.
     assert!(test_exists(&root, "crates/bulwark/tests/tests.rs::docs::backticked").is_err());
 }
+
+#[test]
+fn security_model_doc_matches_the_permission_matrix() {
+    use access::{Permission, Role, role_allows};
+    let text = fs::read_to_string(repo_root().join("docs/security-model.md")).unwrap();
+    let roles = [Role::Owner, Role::Operator, Role::Viewer, Role::Service];
+    let mut seen = 0;
+    for permission in Permission::ALL {
+        let name = serde_json::to_value(permission).unwrap();
+        let name = name.as_str().unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} ")))
+            .unwrap_or_else(|| panic!("docs/security-model.md has no row for {name}"));
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).skip(1).collect();
+        for (role, cell) in roles.iter().zip(&cells) {
+            let documented = cell.starts_with("yes");
+            let granted_only = cell.starts_with("if granted");
+            let actual = role_allows(*role, permission);
+            assert!(
+                documented == actual || (granted_only && !actual && *role == Role::Service),
+                "{name} for {role:?}: doc says {cell:?}, code says {actual}"
+            );
+            assert_eq!(
+                cell.contains("re-entered"),
+                actual && permission.is_destructive() && *role != Role::Service,
+                "{name} for {role:?}: re-authentication note"
+            );
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, Permission::ALL.len());
+}
