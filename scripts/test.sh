@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # backend links it; softhsm2 + libtpm2-pkcs11-1 + tpm2-pkcs11-tools: two
 # real PKCS#11 tokens; openssl: independent certificate verification.
 packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
-          libtpm2-pkcs11-1 tpm2-pkcs11-tools openssl)
+          libtpm2-pkcs11-1 tpm2-pkcs11-tools openssl mosquitto)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
@@ -22,6 +22,18 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" </dev/null
+fi
+
+# Independent validators for `bulwark comply`'s SBOMs (PyPI, pinned):
+# cyclonedx-python-lib ships the CycloneDX JSON schemas; spdx-tools
+# provides `pyspdxtools`. The OSCAL schemas are vendored under
+# crates/comply/tests/data/oscal. Installed only when missing.
+py_validators=("cyclonedx-python-lib[json-validation]==11.12.0" "spdx-tools==0.8.5")
+if ! python3 -c 'import cyclonedx.validation.json, spdx_tools' 2>/dev/null \
+   || ! command -v pyspdxtools >/dev/null; then
+  echo "installing: ${py_validators[*]}"
+  python3 -m pip install --quiet "${py_validators[@]}" \
+    || python3 -m pip install --quiet --break-system-packages "${py_validators[@]}"
 fi
 
 cargo test --workspace --all-features --locked "$@"

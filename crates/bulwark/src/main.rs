@@ -46,6 +46,10 @@ enum Command {
     /// Keys in a keystore (public information only).
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Maker-side ISO/IEC 27402 clause 5.1 documents from a product file.
+    #[cfg(feature = "maker")]
+    #[command(subcommand)]
+    Comply(cmd::comply::ComplyCommand),
     /// The tamper-evident event log.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
@@ -61,6 +65,8 @@ fn main() -> ExitCode {
         Command::Provision(args) => cmd::provision::run(&cli.state_dir, args),
         Command::Identity(c) => cmd::identity::run(&cli.state_dir, c),
         Command::Keys(c) => cmd::keys::run(&cli.state_dir, c),
+        #[cfg(feature = "maker")]
+        Command::Comply(c) => cmd::comply::run(c),
         Command::Log(c) => cmd::log::run(&cli.state_dir, c),
     };
     match result {

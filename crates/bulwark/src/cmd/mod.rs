@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub(crate) mod ca;
+#[cfg(feature = "maker")]
+pub(crate) mod comply;
 pub(crate) mod dev;
 pub(crate) mod device;
 pub(crate) mod identity;
