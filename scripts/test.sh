@@ -6,10 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # swtpm + tpm2-tools: a real (software) TPM 2.0; libtss2-dev: the TPM
-# backend links it; softhsm2 + libtpm2-pkcs11-1 + tpm2-pkcs11-tools: two
-# real PKCS#11 tokens; openssl: independent certificate verification.
+# backend links it; softhsm2, and libtpm2-pkcs11-1 + its tools behind the
+# tpm2-abrmd resource manager (on a private D-Bus): two real PKCS#11
+# tokens; opensc: pkcs11-tool to inspect them; openssl: independent
+# certificate verification; mosquitto: the MQTT broker behind the gateway;
+# rsyslog + rsyslog-gnutls: the central log collector over TLS.
 packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
-          libtpm2-pkcs11-1 tpm2-pkcs11-tools openssl mosquitto)
+          libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0
+          dbus-daemon opensc openssl mosquitto rsyslog rsyslog-gnutls)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

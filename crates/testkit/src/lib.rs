@@ -6,6 +6,7 @@
 //! the Debian package to install, never a silent skip: `scripts/test.sh`
 //! installs them all.
 
+pub mod pkcs11;
 pub mod softhsm;
 pub mod swtpm;
 
