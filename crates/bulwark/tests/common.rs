@@ -4,8 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub(crate) fn bulwark(state: &Path, args: &[&str]) -> Output {
+    bulwark_env(state, args, &[])
+}
+
+/// Runs the binary with extra environment (e.g. `SOFTHSM2_CONF`).
+pub(crate) fn bulwark_env(state: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bulwark"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env("BULWARK_STATE_DIR", state)
         .env("BULWARK_LOG", "debug")
         // libtss2 prints expected failures (a missing handle) on stderr.

@@ -223,7 +223,12 @@ fn security_model_doc_matches_the_permission_matrix() {
             .lines()
             .find(|l| l.starts_with(&format!("| {name} ")))
             .unwrap_or_else(|| panic!("docs/security-model.md has no row for {name}"));
-        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).skip(1).collect();
+        let cells: Vec<&str> = row
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .skip(1)
+            .collect();
         for (role, cell) in roles.iter().zip(&cells) {
             let documented = cell.starts_with("yes");
             let granted_only = cell.starts_with("if granted");

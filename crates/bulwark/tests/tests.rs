@@ -13,6 +13,10 @@ mod common;
 
 mod cli;
 mod docs;
+#[cfg(all(feature = "tpm", feature = "pkcs11"))]
+mod mtls;
+#[cfg(feature = "pkcs11")]
+mod pkcs11;
 #[cfg(feature = "tpm")]
 mod tpm;
 
