@@ -12,6 +12,15 @@ openssl_sign=$(openssl speed -seconds 3 ecdsap256 2>/dev/null \
   | awk '/ecdsa \(nistp256\)/ {print $(NF-1)}')
 echo "openssl: ecdsa-p256 sign                      ${openssl_sign} /s"
 
+# A throw-away SoftHSM2 token for the PKCS#11 backend.
+hsm=$(mktemp -d)
+trap 'rm -f "$out"; rm -rf "$hsm"' EXIT
+mkdir -p "$hsm/tokens"
+printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\n' "$hsm" >"$hsm/softhsm2.conf"
+export SOFTHSM2_CONF="$hsm/softhsm2.conf"
+softhsm2-util --init-token --free --label bench --so-pin 87654321 --pin 12345678 >/dev/null
+export BULWARK_BENCH_PKCS11_URI="pkcs11:token=bench?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=12345678"
+
 echo "== cargo bench -p bulwark --all-features --bench keys (single thread)"
 TSS2_LOG=all+none cargo bench -q -p bulwark --all-features --bench keys 2>/dev/null | tee "$out"
 

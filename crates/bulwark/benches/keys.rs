@@ -226,4 +226,11 @@ fn main() {
             .expect("tpm store"),
     );
     bench_backend("tpm2 (swtpm)", &pki, tpm_store);
+
+    // bench/keys.sh creates a SoftHSM2 token and exports its URI; the
+    // module reads SOFTHSM2_CONF once, so the script sets that too.
+    let uri = std::env::var("BULWARK_BENCH_PKCS11_URI")
+        .expect("BULWARK_BENCH_PKCS11_URI is not set: run bench/keys.sh");
+    let hsm = Arc::new(keys_pkcs11::Pkcs11KeyStore::open_uri(&uri).expect("pkcs11 store"));
+    bench_backend("pkcs11 (SoftHSM2)", &pki, hsm);
 }

@@ -1,0 +1,89 @@
+//! Where the gateway reports what it refused and why.
+//!
+//! The gateway only knows the small [`Audit`] trait; the binary plugs in
+//! the store's tamper-evident event log (clause 5.2.5.2.2) by mapping a
+//! [`GatewayEvent`] to a log event. [`TracingAudit`] logs through
+//! `tracing`; [`MemoryAudit`] keeps events for tests and dry runs.
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+
+use crate::mqtt::inspect::ViolationKind;
+
+/// Event actions, stable strings for the event log.
+pub mod action {
+    /// A TLS handshake failed (no certificate, unknown CA, bad version).
+    pub const TLS_REFUSED: &str = "gateway.tls.refused";
+    /// A packet was refused and the connection closed.
+    pub const MQTT_REFUSED: &str = "gateway.mqtt.refused";
+    /// A device connected and its CONNECT was forwarded.
+    pub const MQTT_CONNECTED: &str = "gateway.mqtt.connected";
+    /// A device was put in quarantine.
+    pub const QUARANTINE_START: &str = "gateway.quarantine.start";
+    /// The upstream broker could not be reached.
+    pub const UPSTREAM_UNAVAILABLE: &str = "gateway.upstream.unavailable";
+}
+
+/// One thing the gateway did about a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayEvent {
+    /// One of the [`action`] strings.
+    pub action: &'static str,
+    /// The device's policy name, when known.
+    pub device: Option<String>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The rule broken, for refusals.
+    pub reason: Option<ViolationKind>,
+    /// Detail for the operator (never sent to the device).
+    pub detail: String,
+}
+
+/// A sink for gateway events. Called inline on the connection's task:
+/// implementations should be quick (hand off to a writer thread if they
+/// do I/O).
+pub trait Audit: std::fmt::Debug + Send + Sync {
+    /// Records one event.
+    fn record(&self, event: GatewayEvent);
+}
+
+/// Logs events with `tracing`: refusals at `warn`, the rest at `info`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingAudit;
+
+impl Audit for TracingAudit {
+    fn record(&self, e: GatewayEvent) {
+        let reason = e.reason.map(ViolationKind::as_str).unwrap_or("-");
+        let device = e.device.as_deref().unwrap_or("-");
+        if e.reason.is_some() || e.action == action::TLS_REFUSED {
+            tracing::warn!(action = e.action, device, peer = %e.peer, reason, detail = %e.detail, "gateway");
+        } else {
+            tracing::info!(action = e.action, device, peer = %e.peer, detail = %e.detail, "gateway");
+        }
+    }
+}
+
+/// Keeps every event in memory.
+#[derive(Debug, Default)]
+pub struct MemoryAudit {
+    events: Mutex<Vec<GatewayEvent>>,
+}
+
+impl MemoryAudit {
+    /// The events so far.
+    pub fn events(&self) -> Vec<GatewayEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Audit for MemoryAudit {
+    fn record(&self, event: GatewayEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
+    }
+}

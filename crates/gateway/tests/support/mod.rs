@@ -1,0 +1,203 @@
+//! Fixtures shared by the integration tests and the benchmark: a real
+//! Mosquitto broker on a free loopback port, a manufacturer CA with device
+//! certificates, and a gateway in front of the broker.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::{MemoryAudit, MqttProxy, Policy, PolicyHandle, ProxyConfig};
+use identity::ca::{DeviceSubject, ManufacturerCa};
+use identity::tls::TlsIdentity;
+use keys::{Algorithm, KeyAdmin, KeyRef, KeyStore};
+use keys_soft::{KekProtection, SoftKeyStore};
+
+/// Mosquitto with its own configuration, stopped on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        testkit::require_tool("mosquitto", "mosquitto");
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                     set_tcp_nodelay true\nmax_queued_messages 100000\nmax_inflight_messages 0\n\
+                     log_dest stderr\nlog_type error\n"
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new("mosquitto")
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting mosquitto");
+            let up = testkit::wait_until(Duration::from_secs(5), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if up {
+                return Self {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("mosquitto did not start on a free port");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Our manufacturer CA, a stranger's CA, and a keystore for everything.
+pub struct Pki {
+    _dir: tempfile::TempDir,
+    pub ca: ManufacturerCa,
+    pub stranger: ManufacturerCa,
+    keys: Arc<SoftKeyStore>,
+}
+
+fn ca(dir: &Path, keys: &Arc<SoftKeyStore>, name: &str) -> ManufacturerCa {
+    for l in ["root", "issuing"] {
+        keys.generate(
+            &format!("{name}-{l}").parse().unwrap(),
+            Algorithm::EcdsaP256Sha256,
+        )
+        .unwrap();
+    }
+    let store: Arc<dyn KeyStore> = keys.clone();
+    let root = KeyRef::new(store.clone(), format!("{name}-root").parse().unwrap()).unwrap();
+    let issuing = KeyRef::new(store, format!("{name}-issuing").parse().unwrap()).unwrap();
+    ManufacturerCa::create(&dir.join(name), name, &root, issuing).unwrap()
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keys =
+            Arc::new(SoftKeyStore::open(&dir.path().join("keys"), KekProtection::File).unwrap());
+        let ours = ca(dir.path(), &keys, "Acme");
+        let stranger = ca(dir.path(), &keys, "Stranger");
+        Self {
+            _dir: dir,
+            ca: ours,
+            stranger,
+            keys,
+        }
+    }
+
+    fn key(&self, label: &str) -> KeyRef {
+        let label = label.parse().unwrap();
+        let _ = self.keys.delete(&label);
+        self.keys
+            .generate(&label, Algorithm::EcdsaP256Sha256)
+            .unwrap();
+        let store: Arc<dyn KeyStore> = self.keys.clone();
+        KeyRef::new(store, label).unwrap()
+    }
+
+    /// The gateway's server configuration: certificate for 127.0.0.1,
+    /// clients must chain to our root.
+    pub fn gateway_tls(&self) -> Arc<rustls::ServerConfig> {
+        let key = self.key("gateway");
+        let cert = self
+            .ca
+            .issue_service("gateway", &["127.0.0.1"], key.public_key(), 1)
+            .unwrap();
+        let id = TlsIdentity {
+            chain: vec![cert, self.ca.issuing().clone()],
+            key,
+        };
+        Arc::new(identity::tls::server_config(&id, &[self.ca.root().clone()]).unwrap())
+    }
+
+    /// A device certificate with CN `device_id` (and URI SAN
+    /// `urn:uuid:<device_id>`) from `ca`, as a client configuration that
+    /// trusts our root for the gateway.
+    pub fn device_tls(&self, ca: &ManufacturerCa, device_id: &str) -> Arc<rustls::ClientConfig> {
+        let key = self.key(&format!("dev-{device_id}"));
+        let cert = ca
+            .issue_device(
+                &DeviceSubject {
+                    device_id: device_id.into(),
+                    serial: format!("SN-{device_id}"),
+                    model: "Sensor".into(),
+                },
+                key.public_key(),
+            )
+            .unwrap();
+        let id = TlsIdentity {
+            chain: vec![cert, ca.issuing().clone()],
+            key,
+        };
+        Arc::new(identity::tls::client_config(&id, &[self.ca.root().clone()]).unwrap())
+    }
+}
+
+/// A gateway in front of a broker, stopped on drop.
+pub struct Gateway {
+    pub proxy: Arc<MqttProxy>,
+    pub port: u16,
+    pub audit: Arc<MemoryAudit>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    pub async fn start(pki: &Pki, broker: SocketAddr, policy: &str) -> Self {
+        let audit = Arc::new(MemoryAudit::default());
+        let proxy = MqttProxy::new(ProxyConfig {
+            tls: pki.gateway_tls(),
+            upstream: broker,
+            policy: Arc::new(PolicyHandle::new(
+                Policy::from_toml(policy, "test policy").unwrap(),
+            )),
+            audit: audit.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(proxy.clone().serve(listener));
+        Self {
+            proxy,
+            port,
+            audit,
+            task,
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
