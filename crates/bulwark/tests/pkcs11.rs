@@ -28,7 +28,11 @@ fn uri(hsm: &SoftHsm, pin: &Path) -> String {
 
 fn run(hsm: &SoftHsm, state: &Path, args: &[&str]) -> Output {
     let conf = hsm.conf_path();
-    bulwark_env(state, args, &[("SOFTHSM2_CONF", conf.as_os_str() as &OsStr)])
+    bulwark_env(
+        state,
+        args,
+        &[("SOFTHSM2_CONF", conf.as_os_str() as &OsStr)],
+    )
 }
 
 fn ok_hsm(hsm: &SoftHsm, state: &Path, args: &[&str]) -> String {
@@ -55,13 +59,44 @@ fn ca_keys_in_a_token_issue_verifiable_units() {
     let spec = uri(&hsm, &pin_file(dir.path(), hsm.pin()));
     let ca = dir.path().join("ca");
     let ca_str = ca.to_str().unwrap();
-    ok_hsm(&hsm, dir.path(), &["ca", "init", "--dir", ca_str, "--organization", "Acme", "--keystore", &spec]);
-    assert!(!ca.join("keystore/software").exists(), "CA keys left the token");
+    ok_hsm(
+        &hsm,
+        dir.path(),
+        &[
+            "ca",
+            "init",
+            "--dir",
+            ca_str,
+            "--organization",
+            "Acme",
+            "--keystore",
+            &spec,
+        ],
+    );
+    assert!(
+        !ca.join("keystore/software").exists(),
+        "CA keys left the token"
+    );
     let state = dir.path().join("unit");
-    ok_hsm(&hsm, &state, &["provision", "--ca", ca_str, "--serial", "P-1", "--model", "M"]);
+    ok_hsm(
+        &hsm,
+        &state,
+        &[
+            "provision",
+            "--ca",
+            ca_str,
+            "--serial",
+            "P-1",
+            "--model",
+            "M",
+        ],
+    );
     openssl_verify(&ca, &state.join("identity/device.pem"));
     let listed = ok_hsm(&hsm, dir.path(), &["keys", "list", "--keystore", &spec]);
-    assert!(listed.contains("ca-root") && listed.contains("ca-issuing"), "{listed}");
+    assert!(
+        listed.contains("ca-root") && listed.contains("ca-issuing"),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -71,9 +106,26 @@ fn device_key_in_a_token() {
     let spec = uri(&hsm, &pin_file(dir.path(), hsm.pin()));
     let ca = dir.path().join("ca");
     let ca_str = ca.to_str().unwrap();
-    ok(dir.path(), &["ca", "init", "--dir", ca_str, "--organization", "Acme"]);
+    ok(
+        dir.path(),
+        &["ca", "init", "--dir", ca_str, "--organization", "Acme"],
+    );
     let state = dir.path().join("unit");
-    ok_hsm(&hsm, &state, &["provision", "--ca", ca_str, "--serial", "P-2", "--model", "M", "--keystore", &spec]);
+    ok_hsm(
+        &hsm,
+        &state,
+        &[
+            "provision",
+            "--ca",
+            ca_str,
+            "--serial",
+            "P-2",
+            "--model",
+            "M",
+            "--keystore",
+            &spec,
+        ],
+    );
     let shown: serde_json::Value =
         serde_json::from_str(&ok_hsm(&hsm, &state, &["identity", "show", "--json"])).unwrap();
     assert_eq!(shown["keystore"]["backend"], "pkcs11");
@@ -91,14 +143,26 @@ fn wrong_pin_missing_token_and_bad_uri_are_named() {
     let wrong = pin_file(dir.path(), "99999999");
     let spec = uri(&hsm, &wrong);
     let err = err_hsm(&hsm, dir.path(), &["keys", "list", "--keystore", &spec]);
-    assert!(err.contains("authentication failed") && err.contains("errs"), "{err}");
+    assert!(
+        err.contains("authentication failed") && err.contains("errs"),
+        "{err}"
+    );
     assert!(!err.contains("99999999"), "PIN echoed: {err}");
 
     let missing = spec.replace("token=errs", "token=nope");
     let err = err_hsm(&hsm, dir.path(), &["keys", "list", "--keystore", &missing]);
     assert!(err.contains("nope") || err.contains("no token"), "{err}");
 
-    let err = err_hsm(&hsm, dir.path(), &["keys", "list", "--keystore", "pkcs11:tokn=x?pin-value=424242"]);
+    let err = err_hsm(
+        &hsm,
+        dir.path(),
+        &[
+            "keys",
+            "list",
+            "--keystore",
+            "pkcs11:tokn=x?pin-value=424242",
+        ],
+    );
     assert!(err.contains("tokn") && !err.contains("424242"), "{err}");
 
     let no_module = "pkcs11:token=errs?module-path=/nonexistent/libp11.so&pin-value=1";
