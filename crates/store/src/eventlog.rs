@@ -17,7 +17,10 @@
 //!
 //! A *checkpoint* body is `count u64 | head [32] | unix time u64 |
 //! signature`, signed by the device key. Checkpoints are written every
-//! [`CHECKPOINT_EVERY`] records and on [`EventLog::close`]; the newest is
+//! [`CHECKPOINT_EVERY`] records, on the first append more than
+//! [`CHECKPOINT_INTERVAL`] after the last checkpoint, whenever
+//! [`EventLog::tick`] finds unsigned records that old, and on
+//! [`EventLog::close`]; the newest is
 //! also kept in the store, so a log replaced by an older copy is caught.
 //!
 //! [`verify`] reads a log and reports every place it was modified, had
@@ -39,6 +42,8 @@ use crate::{Error, Result};
 
 /// Records between two checkpoints.
 pub const CHECKPOINT_EVERY: u64 = 256;
+/// Longest time records stay unsigned once the log is ticked or appended to.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 const KIND_RECORD: u8 = 1;
 const KIND_CHECKPOINT: u8 = 2;
 const MAX_FRAME: usize = 1 << 20;
@@ -234,6 +239,7 @@ struct Tail {
     count: u64,
     head: [u8; 32],
     since_checkpoint: u64,
+    last_checkpoint: std::time::Instant,
 }
 
 /// An open event log. Appends are durable when [`EventLog::append`]
@@ -242,6 +248,7 @@ pub struct EventLog {
     path: PathBuf,
     store: Arc<Store>,
     signer: KeyRef,
+    interval: std::time::Duration,
     tail: Mutex<Tail>,
 }
 
@@ -292,11 +299,13 @@ impl EventLog {
             path,
             store,
             signer,
+            interval: CHECKPOINT_INTERVAL,
             tail: Mutex::new(Tail {
                 file,
                 count,
                 head,
                 since_checkpoint: since,
+                last_checkpoint: std::time::Instant::now(),
             }),
         };
         if torn {
@@ -365,7 +374,9 @@ impl EventLog {
         tail.head = hash;
         tail.count += 1;
         tail.since_checkpoint += 1;
-        if tail.since_checkpoint >= CHECKPOINT_EVERY {
+        if tail.since_checkpoint >= CHECKPOINT_EVERY
+            || tail.last_checkpoint.elapsed() >= self.interval
+        {
             self.checkpoint_locked(&mut tail)?;
         }
         Ok(seq)
@@ -408,7 +419,28 @@ impl EventLog {
         self.store.put(Category::Identifiers, STATE_NAME, &state)?;
         tail.head = hash;
         tail.since_checkpoint = 0;
+        tail.last_checkpoint = std::time::Instant::now();
         Ok(checkpoint)
+    }
+
+    /// Sets how long records may stay unsigned (default
+    /// [`CHECKPOINT_INTERVAL`]).
+    pub fn with_checkpoint_interval(mut self, interval: std::time::Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Signs a checkpoint if records have waited unsigned for the
+    /// checkpoint interval; the agent calls this from its timer so the
+    /// unprotected tail stays bounded in time, not only in count. Returns
+    /// whether a checkpoint was written.
+    pub fn tick(&self) -> Result<bool> {
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        if tail.since_checkpoint > 0 && tail.last_checkpoint.elapsed() >= self.interval {
+            self.checkpoint_locked(&mut tail)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Writes a final checkpoint (on shutdown).

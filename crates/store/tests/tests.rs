@@ -360,6 +360,25 @@ mod log {
     }
 
     #[test]
+    fn unsigned_records_are_bounded_in_time() {
+        let d = Device::new();
+        let store = d.store();
+        let interval = std::time::Duration::from_millis(50);
+        let log = d.log(store.clone()).with_checkpoint_interval(interval);
+        log.append(Event::system(Severity::Info, "a", Outcome::Success, ""))
+            .unwrap();
+        assert!(
+            !log.tick().unwrap(),
+            "checkpoint before the interval passed"
+        );
+        std::thread::sleep(interval * 2);
+        assert!(log.tick().unwrap(), "no checkpoint after the interval");
+        assert!(!log.tick().unwrap(), "checkpoint with nothing new to sign");
+        let report = verify(&d, &store);
+        assert_eq!(report.protected_records, 1, "{report:?}");
+    }
+
+    #[test]
     fn an_intact_log_verifies() {
         let (d, store) = written(600);
         let report = verify(&d, &store);
