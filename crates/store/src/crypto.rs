@@ -1,9 +1,8 @@
 //! AES-256-GCM sealing with the record's place bound as associated data,
-//! and keyed hashes that hide record names.
+//! and keyed hashes (BLAKE3 in keyed mode, a PRF) that hide record names.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
-use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -16,7 +15,7 @@ const TAG_LEN: usize = 16;
 /// A 256-bit key with its two derived uses: sealing and naming.
 pub(crate) struct DataKey {
     aead: LessSafeKey,
-    names: hmac::Key,
+    names: blake3::Hasher,
 }
 
 impl DataKey {
@@ -39,7 +38,7 @@ impl DataKey {
             Ok(out)
         };
         let seal = expand(b"seal v1")?;
-        let name = expand(b"names v1")?;
+        let name = expand(b"names v2 (blake3)")?;
         Ok(Self {
             aead: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, seal.as_ref()).map_err(|_| {
                 Error::InvalidInput {
@@ -47,7 +46,7 @@ impl DataKey {
                     reason: "AES key rejected".into(),
                 }
             })?),
-            names: hmac::Key::new(hmac::HMAC_SHA256, name.as_ref()),
+            names: blake3::Hasher::new_keyed(&name),
         })
     }
 
@@ -66,15 +65,12 @@ impl DataKey {
     /// The on-disk name of a record: a keyed hash, so names (which may
     /// identify a user) never reach the file in clear.
     pub(crate) fn name(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut ctx = hmac::Context::with_key(&self.names);
+        let mut hasher = self.names.clone();
         for part in parts {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part);
         }
-        let tag = ctx.sign();
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        out
+        *hasher.finalize().as_bytes()
     }
 
     /// `nonce || ciphertext || tag`, bound to `aad`.
