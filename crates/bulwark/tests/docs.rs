@@ -135,7 +135,10 @@ fn test_exists(root: &Path, reference: &str) -> Result<(), String> {
         s.match_indices(&needle).any(|(at, _)| {
             // The function must be a test: #[test] within the lines above.
             let before = &s[..at];
-            before.rsplit('\n').take(4).any(|l| l.trim() == "#[test]")
+            before
+                .rsplit('\n')
+                .take(4)
+                .any(|l| l.trim() == "#[test]" || l.trim().starts_with("#[tokio::test"))
         })
     });
     if found {

@@ -116,7 +116,8 @@ impl Event {
         }
     }
 
-    /// An event caused by a person.
+    /// An event caused by a person: actor and source are sealed under
+    /// that person's key.
     pub fn by_user(
         user: &str,
         source: Option<&str>,
@@ -126,14 +127,10 @@ impl Event {
         detail: &str,
     ) -> Self {
         Self {
-            time: String::new(),
-            severity,
-            action: action.to_owned(),
-            outcome,
-            detail: detail.to_owned(),
             actor: Some(user.to_owned()),
             actor_is_user: true,
             source: source.map(str::to_owned),
+            ..Self::system(severity, action, outcome, detail)
         }
     }
 }
