@@ -583,6 +583,32 @@ mod log {
     }
 }
 
+/// After a crash or a failed write: every acknowledged record and event
+/// of the crash writer is present, and the log (once reopened, which
+/// removes a torn tail) verifies.
+#[cfg(feature = "crash-writer")]
+fn assert_acknowledged_intact(d: &Device, acked: impl IntoIterator<Item = u64>) {
+    let store = d.store();
+    drop(d.log(store.clone()));
+    let report = eventlog::verify(&d.store_dir(), d.signer().public_key(), Some(&store)).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    let exported = eventlog::export(&d.store_dir(), &store).unwrap();
+    for n in acked {
+        let v = store
+            .get(Category::Configuration, &format!("k{n}"))
+            .unwrap();
+        assert_eq!(
+            v.as_deref().map(|v| &v[..]),
+            Some(format!("value-{n}").as_bytes()),
+            "acknowledged record {n} lost"
+        );
+        assert!(
+            exported.iter().any(|e| e.event.detail == format!("n={n}")),
+            "acknowledged event {n} lost"
+        );
+    }
+}
+
 #[cfg(feature = "crash-writer")]
 mod crash {
     use super::*;
@@ -637,30 +663,7 @@ mod crash {
             child.kill().unwrap();
             child.wait().unwrap();
         }
-        let last = acked.unwrap();
-        let store = d.store();
-        for n in 0..=last {
-            let v = store
-                .get(Category::Configuration, &format!("k{n}"))
-                .unwrap();
-            assert_eq!(
-                v.as_deref().map(|v| &v[..]),
-                Some(format!("value-{n}").as_bytes()),
-                "acknowledged record {n} lost"
-            );
-        }
-        // Opening the log repairs a torn tail; then it must verify.
-        drop(d.log(store.clone()));
-        let report =
-            eventlog::verify(&d.store_dir(), d.signer().public_key(), Some(&store)).unwrap();
-        assert!(report.is_intact(), "{:?}", report.findings);
-        let exported = eventlog::export(&d.store_dir(), &store).unwrap();
-        for n in 0..=last {
-            assert!(
-                exported.iter().any(|e| e.event.detail == format!("n={n}")),
-                "acknowledged event {n} lost"
-            );
-        }
+        assert_acknowledged_intact(&d, 0..=acked.unwrap());
     }
 }
 
@@ -700,21 +703,7 @@ mod full_disk {
             "unclear error: {err}"
         );
         assert!(!acked.is_empty());
-        let store = d.store();
-        for n in &acked {
-            let v = store
-                .get(Category::Configuration, &format!("k{n}"))
-                .unwrap();
-            assert_eq!(
-                v.as_deref().map(|v| &v[..]),
-                Some(format!("value-{n}").as_bytes()),
-                "acknowledged record {n} lost"
-            );
-        }
-        drop(d.log(store.clone()));
-        let report =
-            eventlog::verify(&d.store_dir(), d.signer().public_key(), Some(&store)).unwrap();
-        assert!(report.is_intact(), "{:?}", report.findings);
+        assert_acknowledged_intact(&d, acked);
     }
 }
 
