@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 # backend links it; softhsm2, and libtpm2-pkcs11-1 + its tools behind the
 # tpm2-abrmd resource manager (on a private D-Bus): two real PKCS#11
 # tokens; opensc: pkcs11-tool to inspect them; openssl: independent
-# certificate verification; mosquitto: the MQTT broker behind the gateway;
+# certificate verification; mosquitto (+ clients): the MQTT broker behind
+# the gateway and the local hub notifications reach;
 # rsyslog + rsyslog-gnutls: the central log collector over TLS.
 packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
           libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0
-          dbus-daemon opensc openssl mosquitto rsyslog rsyslog-gnutls)
+          dbus-daemon opensc openssl mosquitto mosquitto-clients rsyslog rsyslog-gnutls)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

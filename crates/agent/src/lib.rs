@@ -1,0 +1,1 @@
+//! The device agent (being written).
