@@ -1,28 +1,82 @@
-//! Access control: roles, the permission matrix, and [`Authorization`],
-//! the proof value that destructive operations take.
+//! Access control for the device: who someone is (authentication, sessions,
+//! brute-force lockout) and what they may do (roles, the permission matrix,
+//! and [`Authorization`], the proof value that destructive operations take).
 //!
 //! Clauses 5.2.3.1.2 and 5.2.4.1.2 require that only authorized entities
 //! reset a device or remove user data. Rather than trusting every caller
 //! to check, the storage layer's destructive functions take an
 //! [`Authorization`], which only [`authorize`] can create and only after
 //! the permission matrix allows it. Skipping the check is then a compile
-//! error, not a code-review finding.
+//! error, not a code-review finding. The same holds one step earlier: a
+//! [`Principal`] can only come out of the authentication layer
+//! ([`authn::Authenticator`] for passwords, [`session::Sessions`] for
+//! tokens, [`authn::ServiceDirectory`] for mutual-TLS machines), and the
+//! [`Freshness::Reauthenticated`] that destructive operations need holds a
+//! [`authn::Reauthenticated`] proof only a fresh password check yields.
+//!
+//! Modules, bottom up: [`password`] (policy and Argon2id hashes),
+//! [`accounts`] (person accounts and the first-owner claim), [`lockout`]
+//! (throttling and locking per account and per source), [`authn`]
+//! (password login, re-authentication, machine identities) and
+//! [`session`] (channel-bound session tokens).
 //!
 //! ```
-//! use access::{Permission, Principal, Role, Freshness, authorize};
-//! let owner = Principal::verified_person("alice", Role::Owner);
-//! let proof = authorize(&owner, Permission::RemoveUserData, Freshness::Reauthenticated).unwrap();
-//! assert_eq!(proof.principal(), "alice");
-//! let viewer = Principal::verified_person("bob", Role::Viewer);
-//! assert!(authorize(&viewer, Permission::RemoveUserData, Freshness::Reauthenticated).is_err());
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use std::time::Instant;
+//! use access::accounts::{AccountName, Accounts};
+//! use access::authn::Authenticator;
+//! use access::lockout::LockoutPolicy;
+//! use access::password::{HashParams, Password, PasswordPolicy};
+//! use access::{Error, Freshness, Permission, authorize};
+//!
+//! let params = HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+//! let policy = PasswordPolicy::default();
+//! let pw = Password::new("correct horse battery staple".into());
+//! let mut accounts = Accounts::default();
+//! let alice = AccountName::parse("alice").unwrap();
+//! accounts.create_first_owner(alice, &pw, &policy, &params, 0).unwrap();
+//!
+//! let authn = Authenticator::new(policy, params, LockoutPolicy::default());
+//! let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+//! let owner = authn.authenticate_password(&accounts, "alice", &pw, ip, Instant::now()).unwrap();
+//! // A session is enough to read, not to remove user data...
+//! assert!(authorize(&owner, Permission::ReadLogs, Freshness::Session).is_ok());
+//! assert!(matches!(
+//!     authorize(&owner, Permission::RemoveUserData, Freshness::Session),
+//!     Err(Error::ReauthenticationRequired { .. })
+//! ));
+//! // ...which needs the password entered again.
+//! let proof = authn.reauthenticate(&accounts, &owner, &pw, ip, Instant::now()).unwrap();
+//! let granted = authorize(&owner, Permission::RemoveUserData, Freshness::Reauthenticated(&proof));
+//! assert_eq!(granted.unwrap().principal(), "alice");
 //! ```
 //!
 //! Design decisions:
 //! - The matrix is code, not configuration: a device maker cannot ship a
 //!   weaker one by accident. docs/security-model.md renders it.
 //! - Destructive permissions need a person who re-entered their password
-//!   ([`Freshness::Reauthenticated`]) or a service explicitly granted the
-//!   permission; a role alone is not enough.
+//!   ([`Freshness::Reauthenticated`], which carries the proof) or a service
+//!   explicitly granted the permission; a role alone is not enough.
+//! - Time is passed in as [`std::time::Instant`] (and Unix seconds for
+//!   records), never read inside, so expiry and lockout are testable with
+//!   synthetic instants.
+//! - Tests of other crates build principals with the `test-support`
+//!   feature (`Principal::for_tests`, `Principal::machine_for_tests`,
+//!   `Reauthenticated::for_tests`); production code cannot.
+//! - The main types are re-exported here, so `access::Password` and
+//!   `access::password::Password` name the same type.
+
+pub mod accounts;
+pub mod authn;
+pub mod lockout;
+pub mod password;
+pub mod session;
+
+pub use accounts::{Account, AccountName, Accounts};
+pub use authn::{AuthError, Authenticator, Reauthenticated, ServiceDirectory, ServiceGrant};
+pub use lockout::{Lockout, LockoutPolicy, Refusal};
+pub use password::{HashParams, Password, PasswordHash, PasswordPolicy, dummy_verify};
+pub use session::{ChannelBinding, SessionError, SessionPolicy, SessionToken, Sessions};
 
 use std::fmt;
 
@@ -108,12 +162,13 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
 }
 
 /// How recently a person proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// Authenticated by a session token.
+#[derive(Debug, Clone, Copy)]
+pub enum Freshness<'a> {
+    /// Authenticated by a session token (or, for machines, by mutual TLS).
     Session,
-    /// Re-entered the password for this operation.
-    Reauthenticated,
+    /// Re-entered the password for this operation; only
+    /// [`authn::Authenticator::reauthenticate`] yields the proof.
+    Reauthenticated(&'a authn::Reauthenticated),
 }
 
 /// Whether a principal is a person or a machine.
@@ -137,8 +192,9 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// A person whose password or token the caller has verified.
-    pub fn verified_person(id: impl Into<String>, role: Role) -> Self {
+    /// A person whose password or token the caller has verified. Only the
+    /// authentication layer of this crate calls it.
+    pub(crate) fn verified_person(id: impl Into<String>, role: Role) -> Self {
         Self {
             id: id.into(),
             kind: PrincipalKind::Person,
@@ -149,7 +205,7 @@ impl Principal {
 
     /// A machine whose certificate the caller has verified, with the
     /// permissions its configuration grants it explicitly.
-    pub fn verified_machine(id: impl Into<String>, grants: Vec<Permission>) -> Self {
+    pub(crate) fn verified_machine(id: impl Into<String>, grants: Vec<Permission>) -> Self {
         Self {
             id: id.into(),
             kind: PrincipalKind::Machine,
@@ -166,6 +222,31 @@ impl Principal {
     /// Its role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Whether it is a person or a machine.
+    pub fn kind(&self) -> PrincipalKind {
+        self.kind
+    }
+
+    /// Permissions granted explicitly (machines only; empty for persons).
+    pub fn grants(&self) -> &[Permission] {
+        &self.grants
+    }
+
+    /// **Test support only** (feature `test-support`): a person principal
+    /// without any authentication. Never enable the feature outside
+    /// `[dev-dependencies]`.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn for_tests(id: impl Into<String>, role: Role) -> Self {
+        Self::verified_person(id, role)
+    }
+
+    /// **Test support only** (feature `test-support`): a machine principal
+    /// with `grants`, without any certificate.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn machine_for_tests(id: impl Into<String>, grants: Vec<Permission>) -> Self {
+        Self::verified_machine(id, grants)
     }
 }
 
@@ -190,6 +271,85 @@ pub enum Error {
         principal: String,
         /// What they asked for.
         permission: Permission,
+    },
+    /// The re-authentication proof belongs to someone else.
+    #[error("{principal} presented a re-authentication proof of {proven}")]
+    ReauthenticationOfAnotherPrincipal {
+        /// Who asked.
+        principal: String,
+        /// Whom the proof is for.
+        proven: String,
+    },
+    /// An authorization for one permission was offered for another.
+    #[error("this needs an authorization for {needed:?}, not {got:?}")]
+    WrongAuthorization {
+        /// What the operation needs.
+        needed: Permission,
+        /// What was offered.
+        got: Permission,
+    },
+    /// The password does not meet the policy. The reason is a sentence
+    /// for the person choosing it and never contains the password.
+    #[error("weak password: {reason}")]
+    WeakPassword {
+        /// Which rule it broke.
+        reason: String,
+    },
+    /// Argon2 refused the configured cost parameters.
+    #[error("invalid password hashing parameters: {reason}")]
+    InvalidHashParams {
+        /// What Argon2 said.
+        reason: String,
+    },
+    /// Hashing a password failed (e.g. no random salt available).
+    #[error("password hashing failed: {reason}")]
+    HashingFailed {
+        /// What failed.
+        reason: String,
+    },
+    /// A stored password hash is not a well-formed Argon2id PHC string.
+    #[error("invalid stored password hash: {reason}")]
+    InvalidPasswordHash {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An account name breaks the naming rule. The name itself is left
+    /// out: it may be a password typed into the wrong field.
+    #[error("invalid account name: {reason}")]
+    InvalidAccountName {
+        /// Which rule it broke.
+        reason: String,
+    },
+    /// The device already has an account, so it cannot be claimed again.
+    #[error("the device has already been claimed")]
+    AlreadyClaimed,
+    /// An account with this name exists.
+    #[error("account {name} already exists")]
+    AccountExists {
+        /// The name.
+        name: String,
+    },
+    /// No account has this name.
+    #[error("no account named {name}")]
+    UnknownAccount {
+        /// The name asked for.
+        name: String,
+    },
+    /// Deleting this account would leave the device without an owner.
+    /// (The caller named the account, so the variant does not repeat it.)
+    #[error("the last owner cannot be deleted")]
+    LastOwner,
+    /// The current password given to change a password was wrong.
+    #[error("the current password of {name} is incorrect")]
+    OldPasswordIncorrect {
+        /// The account.
+        name: String,
+    },
+    /// Person accounts cannot hold this role (services use certificates).
+    #[error("accounts cannot have the {role:?} role")]
+    RoleNotForAccounts {
+        /// The role asked for.
+        role: Role,
     },
 }
 
@@ -223,11 +383,13 @@ impl fmt::Debug for Authorization {
     }
 }
 
-/// Applies the permission matrix and the freshness rule.
+/// Applies the permission matrix and the freshness rule: a person needs
+/// [`Freshness::Reauthenticated`] with their own proof for destructive
+/// permissions; a machine needs an explicit grant and no re-authentication.
 pub fn authorize(
     principal: &Principal,
     permission: Permission,
-    freshness: Freshness,
+    freshness: Freshness<'_>,
 ) -> Result<Authorization, Error> {
     let granted = principal.grants.contains(&permission);
     if !granted && !role_allows(principal.role, permission) {
@@ -237,14 +399,22 @@ pub fn authorize(
             permission,
         });
     }
-    if permission.is_destructive()
-        && principal.kind == PrincipalKind::Person
-        && freshness != Freshness::Reauthenticated
-    {
-        return Err(Error::ReauthenticationRequired {
-            principal: principal.id.clone(),
-            permission,
-        });
+    if permission.is_destructive() && principal.kind == PrincipalKind::Person {
+        match freshness {
+            Freshness::Session => {
+                return Err(Error::ReauthenticationRequired {
+                    principal: principal.id.clone(),
+                    permission,
+                });
+            }
+            Freshness::Reauthenticated(proof) if proof.principal() != principal.id => {
+                return Err(Error::ReauthenticationOfAnotherPrincipal {
+                    principal: principal.id.clone(),
+                    proven: proof.principal().to_owned(),
+                });
+            }
+            Freshness::Reauthenticated(_) => {}
+        }
     }
     Ok(Authorization {
         principal: principal.id.clone(),
@@ -252,17 +422,27 @@ pub fn authorize(
     })
 }
 
+/// Cheap Argon2id parameters for tests in this crate.
+#[cfg(test)]
+pub(crate) const FAST_HASH: password::HashParams = password::HashParams {
+    memory_kib: 1024,
+    iterations: 1,
+    parallelism: 1,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use authn::Reauthenticated;
 
     #[test]
     fn only_owner_or_granted_service_may_destroy() {
         for perm in Permission::ALL.into_iter().filter(|p| p.is_destructive()) {
             for role in [Role::Operator, Role::Viewer] {
                 let p = Principal::verified_person("u", role);
+                let proof = Reauthenticated::for_tests(&p);
                 assert!(
-                    authorize(&p, perm, Freshness::Reauthenticated).is_err(),
+                    authorize(&p, perm, Freshness::Reauthenticated(&proof)).is_err(),
                     "{role:?} {perm:?}"
                 );
             }
@@ -271,7 +451,14 @@ mod tests {
                 authorize(&owner, perm, Freshness::Session),
                 Err(Error::ReauthenticationRequired { .. })
             ));
-            assert!(authorize(&owner, perm, Freshness::Reauthenticated).is_ok());
+            let proof = Reauthenticated::for_tests(&owner);
+            assert!(authorize(&owner, perm, Freshness::Reauthenticated(&proof)).is_ok());
+            let other = Principal::verified_person("o2", Role::Owner);
+            let foreign = Reauthenticated::for_tests(&other);
+            assert!(matches!(
+                authorize(&owner, perm, Freshness::Reauthenticated(&foreign)),
+                Err(Error::ReauthenticationOfAnotherPrincipal { .. })
+            ));
             let bare = Principal::verified_machine("gw", vec![]);
             assert!(authorize(&bare, perm, Freshness::Session).is_err());
             let granted = Principal::verified_machine("fleet", vec![perm]);

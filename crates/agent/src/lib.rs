@@ -1,1 +1,316 @@
-//! The device agent (being written).
+//! The device agent: the HTTPS management API a device maker embeds.
+//!
+//! [`Agent::start`] takes a provisioned device (identity, keystore) and the
+//! boot file ([`agent_config::AgentFile`]) and serves `/api/v1/` on every
+//! enabled listener interface. People authenticate with an account and a
+//! password (argon2id, brute-force lockout) and get a session token bound
+//! to their TLS connection; machines authenticate with a client
+//! certificate from a configured service CA. A new or reset device has no
+//! account: the first owner is created with the unit's setup secret.
+//!
+//! ```no_run
+//! # async fn run(parts: agent::AgentParts) -> anyhow::Result<()> {
+//! let running = agent::Agent::start(parts).await?;
+//! println!("listening on {:?}", running.local_addr(agent::MANAGEMENT_API).await);
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Design decisions:
+//! - The access rule of each route is declared once, in its OpenAPI
+//!   annotation, and the guard enforces what the document says; a route
+//!   without a declared rule is refused for everyone ([`guard`]).
+//! - Destructive operations (reset, removal, interface changes, account
+//!   changes) need the owner role and the password re-entered; a service
+//!   needs an explicit grant ([`access::authorize`]).
+//! - Only HTTP/1.1 over TLS 1.2/1.3 with the aws-lc-rs provider's default
+//!   (AEAD, forward-secret) suites: nothing weak to negotiate down to.
+//! - Everything the agent records goes to the store's tamper-evident
+//!   event log; secrets (passwords, tokens, the setup secret) never do.
+
+pub mod api;
+pub mod error;
+mod extract;
+pub mod guard;
+pub mod interfaces;
+mod serve;
+mod state;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use agent_config::{AgentFile, TrustedSigners};
+use anyhow::{Context, Result};
+use governor::{Quota, RateLimiter};
+use identity::provision::DeviceIdentity;
+use identity::tls::TlsIdentity;
+use keys::{KeyRef, KeyStore};
+use rustls_pki_types::CertificateDer;
+use store::eventlog::{Event, EventLog, Outcome, Severity};
+use tokio::task::JoinHandle;
+
+pub use guard::{Requirement, RouteTable};
+pub use interfaces::{MAINTENANCE_API, MANAGEMENT_API};
+pub use state::Shared;
+
+/// What the agent runs on: a provisioned device and its boot file.
+pub struct AgentParts {
+    /// The boot configuration.
+    pub file: AgentFile,
+    /// The device's identity.
+    pub identity: DeviceIdentity,
+    /// The keystore holding the device key and sealing the store.
+    pub keystore: Arc<dyn KeyStore>,
+    /// Argon2id cost for new password hashes (default: OWASP baseline).
+    pub hash_params: access::HashParams,
+}
+
+impl std::fmt::Debug for AgentParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentParts")
+            .field("serial", &self.identity.record.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The agent.
+#[derive(Debug)]
+pub struct Agent;
+
+/// A running agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    shared: Arc<Shared>,
+    table: RouteTable,
+    ticker: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Opens the store and event log, builds the API and starts every
+    /// enabled listener.
+    pub async fn start(parts: AgentParts) -> Result<RunningAgent> {
+        let AgentParts {
+            file,
+            identity,
+            keystore,
+            hash_params,
+        } = parts;
+        let state_dir = file.state_dir.clone();
+        let device_key = KeyRef::new(keystore.clone(), identity.record.key_label.clone())
+            .context("reading the device key from its keystore")?;
+        let store_dir = state_dir.join("store");
+        let store = Arc::new(
+            store::Store::open(&store_dir, keystore.clone())
+                .with_context(|| format!("opening the store in {}", store_dir.display()))?,
+        );
+        let events = Arc::new(
+            EventLog::open(&store_dir, store.clone(), device_key.clone())
+                .context("opening the event log")?,
+        );
+        let accounts = state::load_accounts(&store).context("reading accounts")?;
+        let settings = state::load_settings(&store).context("reading settings")?;
+        let auth = &settings.settings.auth;
+        let lockout = access::LockoutPolicy {
+            lock_after: auth.lockout_after,
+            lock_for: Duration::from_secs(u64::from(auth.lockout_secs)),
+            ..access::LockoutPolicy::default()
+        };
+        let password_policy = access::PasswordPolicy {
+            min_length: auth.min_password_length as usize,
+            ..access::PasswordPolicy::default()
+        };
+        let session_policy = access::SessionPolicy {
+            idle: Duration::from_secs(u64::from(auth.session_idle_secs)),
+            ..access::SessionPolicy::default()
+        };
+        let tls13_only = settings.settings.tls.min_version == agent_config::TlsVersion::V1_3;
+        let services = access::ServiceDirectory::new(
+            file.services
+                .iter()
+                .map(|s| {
+                    Ok(access::ServiceGrant {
+                        identity: s.identity.clone(),
+                        grants: s
+                            .grants
+                            .iter()
+                            .map(|g| serde_json::from_value(serde_json::Value::String(g.clone())))
+                            .collect::<Result<_, _>>()
+                            .with_context(|| format!("grants of service {}", s.identity))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        );
+        let signers = TrustedSigners::from_pem_files(&file.config_signers)
+            .context("reading configuration signers")?;
+        let client_anchors = read_anchors(&file.tls.service_anchors)?;
+        let tls_identity = TlsIdentity {
+            chain: std::iter::once(identity.certificate.clone())
+                .chain(identity.chain.iter().cloned())
+                .collect(),
+            key: device_key.clone(),
+        };
+        let tls = Arc::new(
+            identity::tls::api_server_config(&tls_identity, &client_anchors, tls13_only)
+                .context("building the TLS configuration")?,
+        );
+        let notifier = notify::Notifier::new(256);
+        let hub = attach_hub(&file, &identity, &tls_identity, &notifier)?;
+        let quota =
+            Quota::per_second(NonZeroU32::new(file.api.per_client_rps).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(file.api.per_client_burst).unwrap_or(NonZeroU32::MIN));
+        let interfaces = interfaces::Interfaces::new(&file, &store)?;
+        let limits = api::Limits {
+            max_body_bytes: file.api.max_body_bytes,
+            request_timeout: Duration::from_secs(file.api.request_timeout_secs),
+            max_concurrent: file.api.max_concurrent_requests,
+        };
+        let shared = Arc::new(Shared {
+            file,
+            identity,
+            store,
+            events,
+            notifier,
+            authenticator: access::Authenticator::new(password_policy, hash_params, lockout),
+            claim_lockout: access::Lockout::new(access::LockoutPolicy::default()),
+            sessions: access::Sessions::new(session_policy),
+            session_policy,
+            hash_params,
+            services,
+            accounts: RwLock::new(accounts),
+            settings: RwLock::new(settings),
+            signers,
+            interfaces,
+            rate: RateLimiter::keyed(quota),
+            started: Instant::now(),
+            openapi_json: OnceLock::new(),
+            hub,
+        });
+        let (app, table) = api::app(shared.clone(), limits)?;
+        let context = Arc::new(serve::ServeContext::new(app, tls, shared.clone()));
+        shared.interfaces.start(context).await?;
+        shared
+            .record(Event::system(
+                Severity::Notice,
+                "agent.start",
+                Outcome::Success,
+                &format!(
+                    "agent started{}",
+                    if shared.identity.record.development {
+                        " (DEVELOPMENT unit)"
+                    } else {
+                        ""
+                    }
+                ),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ticker = tokio::spawn(tick(shared.clone()));
+        Ok(RunningAgent {
+            shared,
+            table,
+            ticker,
+        })
+    }
+}
+
+/// Housekeeping: time-bounded event-log checkpoints, forgetting idle
+/// rate-limit keys.
+async fn tick(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        interval.tick().await;
+        let worker = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = worker.events.tick() {
+                tracing::error!(error = %e, "event log checkpoint failed");
+            }
+        })
+        .await;
+        shared.rate.retain_recent();
+        shared.rate.shrink_to_fit();
+    }
+}
+
+fn read_anchors(files: &[std::path::PathBuf]) -> Result<Vec<CertificateDer<'static>>> {
+    let mut anchors = Vec::new();
+    for path in files {
+        anchors.extend(read_pem_certs(path)?);
+    }
+    Ok(anchors)
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading certificates from {}", path.display()))?;
+    let certs = identity::x509::certs_from_pem("trust anchor", &pem)
+        .with_context(|| format!("parsing certificates in {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+    Ok(certs)
+}
+
+fn attach_hub(
+    file: &AgentFile,
+    identity: &DeviceIdentity,
+    tls_identity: &TlsIdentity,
+    notifier: &notify::Notifier,
+) -> Result<Option<notify::HubHandle>> {
+    let capacity = file.notifications.queue_capacity;
+    if let Some(mqtt) = &file.notifications.mqtt {
+        let anchors = read_pem_certs(&mqtt.ca_file)?;
+        let tls = Arc::new(identity::tls::client_config(tls_identity, &anchors)?);
+        let hub = notify::Hub::Mqtt(notify::MqttHub {
+            host: mqtt.host.clone(),
+            port: mqtt.port,
+            topic: mqtt.topic.clone(),
+            client_id: format!("bulwark-{}", identity.record.serial),
+            tls,
+        });
+        return Ok(Some(notifier.attach_hub(hub, capacity)));
+    }
+    if let Some(webhook) = &file.notifications.webhook {
+        let anchors = read_pem_certs(&webhook.ca_file)?;
+        let tls = Arc::new(identity::tls::client_config(tls_identity, &anchors)?);
+        let hub = notify::Hub::Webhook(notify::Webhook {
+            url: webhook.url.clone(),
+            tls,
+        });
+        return Ok(Some(notifier.attach_hub(hub, capacity)));
+    }
+    Ok(None)
+}
+
+impl RunningAgent {
+    /// Where a listener interface listens now (None when disabled).
+    pub async fn local_addr(&self, interface: &str) -> Option<SocketAddr> {
+        self.shared.interfaces.local_addr(interface).await
+    }
+
+    /// The access rule of every route, as enforced.
+    pub fn routes(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// The notifier (to raise notifications from other parts of the
+    /// device, e.g. the update engine).
+    pub fn notifier(&self) -> &notify::Notifier {
+        &self.shared.notifier
+    }
+
+    /// Stops listening, flushes notifications to the hub (bounded) and
+    /// writes a final signed checkpoint of the event log.
+    pub async fn shutdown(self) {
+        self.ticker.abort();
+        self.shared.interfaces.stop_all().await;
+        self.shared.record_quietly(Event::system(
+            Severity::Notice,
+            "agent.stop",
+            Outcome::Success,
+            "agent stopped",
+        ));
+        if let Err(e) = self.shared.events.checkpoint() {
+            tracing::error!(error = %e, "final event log checkpoint failed");
+        }
+    }
+}

@@ -14,8 +14,9 @@ use clap::{Parser, Subcommand};
 
 /// Bulwark: ISO/IEC 27402 baseline security for Linux IoT devices.
 ///
-/// With no subcommand, runs the main job on embedded defaults: a
-/// development unit in ./bulwark-state with a software keystore.
+/// With no subcommand, runs the device agent on embedded defaults: a
+/// development unit in ./bulwark-state with a software keystore, the
+/// management API on https://127.0.0.1:8443.
 #[derive(Debug, Parser)]
 #[command(name = "bulwark", version, about, long_about)]
 struct Cli {
@@ -33,6 +34,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The device agent: HTTPS management API (the default).
+    Agent(cmd::agent::AgentArgs),
     /// Provision (once) and show a development unit on embedded defaults.
     Dev,
     /// Manufacturer certificate authority.
@@ -59,7 +62,11 @@ fn main() -> ExitCode {
     harden_process();
     init_logging();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Dev) {
+    let command = cli
+        .command
+        .unwrap_or(Command::Agent(cmd::agent::AgentArgs::default()));
+    let result = match command {
+        Command::Agent(args) => cmd::agent::run(&cli.state_dir, args),
         Command::Dev => cmd::dev::run(&cli.state_dir),
         Command::Ca(c) => cmd::ca::run(c),
         Command::Provision(args) => cmd::provision::run(&cli.state_dir, args),

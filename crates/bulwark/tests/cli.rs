@@ -6,11 +6,11 @@ use crate::common::*;
 fn main_job_provisions_a_development_unit_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let first = ok(&state, &[]);
+    let first = ok(&state, &["dev"]);
     assert!(first.contains("DEVELOPMENT UNIT"), "{first}");
     let secret = field(&first, "setup secret");
     assert_eq!(secret.len(), 39, "{secret}");
-    let again = ok(&state, &[]);
+    let again = ok(&state, &["dev"]);
     assert!(again.contains("DEVELOPMENT UNIT"));
     assert!(!again.contains(&secret), "setup secret shown twice");
     assert!(again.contains("class 1 only"), "{again}");
@@ -122,7 +122,7 @@ fn reprovisioning_needs_force() {
 fn secrets_never_reach_output_or_logs() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let out = bulwark(&state, &[]);
+    let out = bulwark(&state, &["dev"]);
     assert!(out.status.success());
     let secret = field(&String::from_utf8_lossy(&out.stdout), "setup secret");
     // Logs go to stderr at debug level: the secret must not be there.
@@ -244,7 +244,7 @@ fn hex_lower(bytes: &[u8]) -> String {
 fn event_log_verifies_and_tampering_is_located() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    ok(&state, &[]);
+    ok(&state, &["dev"]);
     let out = ok(&state, &["log", "verify"]);
     assert!(out.contains("event log intact"), "{out}");
     let export = ok(&state, &["log", "export"]);
@@ -258,4 +258,47 @@ fn event_log_verifies_and_tampering_is_located() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("record 0 was modified"), "{text}");
+}
+
+#[test]
+fn agent_runs_on_embedded_defaults_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .env("BULWARK_STATE_DIR", &state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("stop with") {
+            break;
+        }
+    }
+    assert!(seen.contains("DEVELOPMENT UNIT"), "{seen}");
+    assert!(seen.contains("setup secret:"), "{seen}");
+    assert!(
+        seen.contains("management API on https://127.0.0.1:8443/api/v1/"),
+        "{seen}"
+    );
+    std::net::TcpStream::connect("127.0.0.1:8443").expect("the agent listens");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(rest.iter().any(|l| l.contains("agent stopped")), "{rest:?}");
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:8443").is_err(),
+        "the port is closed after shutdown"
+    );
 }

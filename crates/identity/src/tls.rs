@@ -144,6 +144,41 @@ pub fn server_config(
         )))))
 }
 
+/// A management-API server: presents `identity`; clients may present a
+/// certificate, which must then chain to one of `client_anchors` (machine
+/// clients), or none (people, who log in with a password). With no anchors,
+/// client certificates are not requested at all. `tls13_only` drops TLS 1.2.
+pub fn api_server_config(
+    identity: &TlsIdentity,
+    client_anchors: &[CertificateDer<'static>],
+    tls13_only: bool,
+) -> Result<rustls::ServerConfig> {
+    let provider = provider();
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        VERSIONS
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| Error::cert("TLS versions", e))?;
+    let builder = if client_anchors.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots(client_anchors)?, provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| Error::cert("client verifier", e))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    Ok(
+        builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::unwrap_or_clone(
+            identity.certified()?,
+        )))),
+    )
+}
+
 /// A client that presents `identity` and accepts only servers chaining to
 /// `server_anchors`.
 pub fn client_config(
@@ -162,4 +197,99 @@ pub fn client_config(
         .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::unwrap_or_clone(
             identity.certified()?,
         )))))
+}
+
+/// A client of a device's management API (an app, a fleet service): the
+/// device certificate must chain to `anchors`, and when `device_id` is
+/// given its URI name must be `urn:uuid:<device_id>`. Device certificates
+/// name the unit, not a host (devices move between addresses), so the
+/// usual DNS-name check is replaced by this identity check.
+pub fn device_client_config(
+    anchors: &[CertificateDer<'static>],
+    device_id: Option<&str>,
+    identity: Option<&TlsIdentity>,
+) -> Result<rustls::ClientConfig> {
+    let provider = provider();
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(anchors)?, provider.clone())
+        .build()
+        .map_err(|e| Error::cert("server verifier", e))?;
+    let verifier = Arc::new(DeviceVerifier {
+        inner,
+        device_id: device_id.map(|d| format!("urn:uuid:{d}")),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| Error::cert("TLS versions", e))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    Ok(match identity {
+        Some(id) => builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
+            Arc::unwrap_or_clone(id.certified()?),
+        ))),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+#[derive(Debug)]
+struct DeviceVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    device_id: Option<String>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for DeviceVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError;
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => Ok(verified),
+            // The chain, validity and usage were checked; only the name
+            // did not match: check the device identity instead.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {
+                let uris = crate::x509::uri_names(end_entity.as_ref());
+                match &self.device_id {
+                    Some(expected) if !uris.iter().any(|u| u == expected) => Err(
+                        rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                    ),
+                    _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

@@ -113,3 +113,22 @@ pub fn spki_of(der: &[u8]) -> Result<Vec<u8>> {
         X509Certificate::from_der(der).map_err(|e| Error::cert("parse", e.to_string()))?;
     Ok(cert.public_key().raw.to_vec())
 }
+
+/// The URI subject alternative names of a certificate (empty when it
+/// cannot be parsed).
+pub fn uri_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect()
+}

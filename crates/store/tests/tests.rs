@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use access::authn::Reauthenticated;
 use access::{Freshness, Permission, Principal, Role, authorize};
 use keys::{Algorithm, KeyAdmin, KeyRef, KeyStore};
 use keys_soft::{KekProtection, SoftKeyStore};
@@ -54,12 +55,9 @@ impl Device {
 }
 
 fn owner(permission: Permission) -> access::Authorization {
-    authorize(
-        &Principal::verified_person("owner", Role::Owner),
-        permission,
-        Freshness::Reauthenticated,
-    )
-    .unwrap()
+    let owner = Principal::for_tests("owner", Role::Owner);
+    let proof = Reauthenticated::for_tests(&owner);
+    authorize(&owner, permission, Freshness::Reauthenticated(&proof)).unwrap()
 }
 
 /// Every file under `dir` (database, key files, log), concatenated.

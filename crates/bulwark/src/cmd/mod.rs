@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod agent;
 pub(crate) mod ca;
 #[cfg(feature = "maker")]
 pub(crate) mod comply;
