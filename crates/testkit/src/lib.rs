@@ -1,11 +1,12 @@
-//! Fixtures for tests that need real components: a software TPM (swtpm)
-//! and a PKCS#11 token (SoftHSM2, tpm2-pkcs11).
+//! Fixtures for tests that need real components: a software TPM (swtpm),
+//! a PKCS#11 token (SoftHSM2, tpm2-pkcs11) and an MQTT broker (Mosquitto).
 //!
 //! Every fixture starts its component with fresh state in a temporary
 //! directory and stops it on drop. A missing tool is a test *failure* with
 //! the Debian package to install, never a silent skip: `scripts/test.sh`
 //! installs them all.
 
+pub mod mosquitto;
 pub mod pkcs11;
 pub mod softhsm;
 pub mod swtpm;
@@ -43,6 +44,14 @@ pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     ready()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("no free TCP port on 127.0.0.1")
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, with the next one

@@ -1,14 +1,13 @@
 //! Fixtures shared by the integration tests and the benchmark: a real
-//! Mosquitto broker on a free loopback port, a manufacturer CA with device
-//! certificates, and a gateway in front of the broker.
+//! Mosquitto broker on a free loopback port (`testkit::mosquitto`), a
+//! manufacturer CA with device certificates, and a gateway in front of the
+//! broker.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use gateway::{MemoryAudit, MqttProxy, Policy, PolicyHandle, ProxyConfig};
 use identity::ca::{DeviceSubject, ManufacturerCa};
@@ -16,69 +15,9 @@ use identity::tls::TlsIdentity;
 use keys::{Algorithm, KeyAdmin, KeyRef, KeyStore};
 use keys_soft::{KekProtection, SoftKeyStore};
 
-/// Mosquitto with its own configuration, stopped on drop.
-pub struct Mosquitto {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-impl Mosquitto {
-    pub fn start() -> Self {
-        testkit::require_tool("mosquitto", "mosquitto");
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                     set_tcp_nodelay true\nmax_queued_messages 100000\nmax_inflight_messages 0\n\
-                     log_dest stderr\nlog_type error\n"
-                ),
-            )
-            .unwrap();
-            let mut child = Command::new("mosquitto")
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting mosquitto");
-            let up = testkit::wait_until(Duration::from_secs(5), || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            if up {
-                return Self {
-                    child,
-                    port,
-                    _dir: dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("mosquitto did not start on a free port");
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Mosquitto on a free loopback port, stopped on drop (shared with other
+/// crates' tests through testkit).
+pub use testkit::mosquitto::Mosquitto;
 
 /// Our manufacturer CA, a stranger's CA, and a keystore for everything.
 pub struct Pki {
