@@ -1,0 +1,762 @@
+//! The boot configuration file, `/etc/bulwark/agent.toml`.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check;
+use crate::error::{Error, Result};
+
+/// Largest boot file accepted by [`AgentFile::from_toml`].
+pub const MAX_AGENT_FILE_BYTES: usize = 256 * 1024;
+
+/// Permission names a machine client (`[[services]]`) can be granted.
+pub const PERMISSIONS: [&str; 9] = [
+    "read-status",
+    "read-config",
+    "change-config",
+    "read-logs",
+    "manage-users",
+    "remove-user-data",
+    "factory-reset",
+    "install-update",
+    "manage-interfaces",
+];
+
+/// The agent's boot configuration. Every field may be left out of the
+/// file and then takes the value of [`AgentFile::default`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentFile {
+    /// Directory for the agent's persistent state.
+    pub state_dir: PathBuf,
+    /// Keystore specification, parsed by the binary (`software`, ...).
+    pub keystore: String,
+    /// The management API listener.
+    pub api: ApiSection,
+    /// TLS trust for machine clients.
+    pub tls: TlsSection,
+    /// Machine clients and what they may do.
+    pub services: Vec<ServiceEntry>,
+    /// Where security notifications go.
+    pub notifications: NotificationsSection,
+    /// Keys allowed to sign configuration bundles (ISO/IEC 27402 5.2.2.2).
+    pub config_signers: Vec<SignerEntry>,
+    /// Interface state on first start.
+    pub interfaces: InterfacesSection,
+}
+
+impl Default for AgentFile {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("./bulwark-state"),
+            keystore: "software".to_owned(),
+            api: ApiSection::default(),
+            tls: TlsSection::default(),
+            services: Vec::new(),
+            notifications: NotificationsSection::default(),
+            config_signers: Vec::new(),
+            interfaces: InterfacesSection::default(),
+        }
+    }
+}
+
+/// `[api]`: listener and resource limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body: 1024 to 1048576.
+    pub max_body_bytes: usize,
+    /// Request timeout: 1 to 120 seconds.
+    pub request_timeout_secs: u64,
+    /// Requests in flight before shedding load: 1 to 4096.
+    pub max_concurrent_requests: usize,
+    /// Sustained requests per second per client: 1 to 10000.
+    pub per_client_rps: u32,
+    /// Burst per client: 1 to 10000.
+    pub per_client_burst: u32,
+    /// A second address for on-site maintenance (e.g. a USB or service
+    /// link), enabled through `[interfaces] maintenance_api` or the API.
+    pub maintenance_listen: Option<SocketAddr>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443)),
+            max_body_bytes: 65536,
+            request_timeout_secs: 10,
+            max_concurrent_requests: 64,
+            per_client_rps: 20,
+            per_client_burst: 40,
+            maintenance_listen: None,
+        }
+    }
+}
+
+/// `[tls]`: trust anchors for client certificates of machine clients.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM CA files; empty means no machine clients can authenticate.
+    pub service_anchors: Vec<PathBuf>,
+}
+
+/// `[[services]]`: one machine client, named by its certificate's CN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// Certificate common name: 1 to 64 of `[A-Za-z0-9._-]`.
+    pub identity: String,
+    /// Permission names from [`PERMISSIONS`].
+    #[serde(default)]
+    pub grants: Vec<String>,
+}
+
+/// `[notifications]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsSection {
+    /// MQTT broker to publish to.
+    pub mqtt: Option<MqttHub>,
+    /// HTTPS endpoint to POST to.
+    pub webhook: Option<Webhook>,
+    /// Notifications held while sinks are unreachable: 16 to 65536.
+    pub queue_capacity: usize,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        Self {
+            mqtt: None,
+            webhook: None,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// `[notifications.mqtt]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttHub {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// Broker port (MQTT over TLS by default).
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Topic to publish to: no wildcards, no NUL, not `$`-reserved, at most 256 bytes.
+    pub topic: String,
+    /// PEM CA file the broker's certificate must chain to.
+    pub ca_file: PathBuf,
+}
+
+fn default_mqtt_port() -> u16 {
+    8883
+}
+
+/// `[notifications.webhook]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `https://host[:port]/path`, at most 2048 bytes.
+    pub url: String,
+    /// PEM CA file the endpoint's certificate must chain to.
+    pub ca_file: PathBuf,
+}
+
+/// `[[config_signers]]`: a key allowed to sign configuration bundles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerEntry {
+    /// Name shown in logs and audit records: 1 to 64 of `[A-Za-z0-9._-]`.
+    pub name: String,
+    /// PEM `SubjectPublicKeyInfo` (ECDSA P-256 or Ed25519).
+    pub public_key_file: PathBuf,
+}
+
+/// `[interfaces]`: which interfaces are on at first start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterfacesSection {
+    /// The HTTPS management API.
+    pub management_api: bool,
+    /// The maintenance listener (`api.maintenance_listen`), off by
+    /// default (5.2.5.2.1: only what is needed is enabled).
+    pub maintenance_api: bool,
+}
+
+impl Default for InterfacesSection {
+    fn default() -> Self {
+        Self {
+            management_api: true,
+            maintenance_api: false,
+        }
+    }
+}
+
+pub(crate) fn is_identity_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+const IDENTITY_FORMAT: &str = "1 to 64 characters of A-Z a-z 0-9 . _ -";
+
+impl AgentFile {
+    /// Parses and validates the boot file. Parse errors carry the line
+    /// (and column) the TOML parser points at; validation errors carry the
+    /// field's dotted path.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let file: Self = crate::decode::toml("agent.toml", text, MAX_AGENT_FILE_BYTES)?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// Checks ranges and formats; [`AgentFile::from_toml`] calls this.
+    pub fn validate(&self) -> Result<()> {
+        check::path("state_dir", &self.state_dir)?;
+        if self.keystore.is_empty()
+            || self.keystore.len() > 512
+            || self.keystore.chars().any(char::is_control)
+        {
+            return Err(check::invalid(
+                "keystore",
+                "a keystore specification of 1 to 512 bytes without control characters",
+            ));
+        }
+
+        let api = &self.api;
+        check::range("api.max_body_bytes", api.max_body_bytes, 1024, 1_048_576)?;
+        check::range("api.request_timeout_secs", api.request_timeout_secs, 1, 120)?;
+        check::range(
+            "api.max_concurrent_requests",
+            api.max_concurrent_requests,
+            1,
+            4096,
+        )?;
+        check::range("api.per_client_rps", api.per_client_rps, 1, 10_000)?;
+        check::range("api.per_client_burst", api.per_client_burst, 1, 10_000)?;
+        if api.maintenance_listen == Some(api.listen) {
+            return Err(check::invalid(
+                "api.maintenance_listen",
+                "an address different from api.listen",
+            ));
+        }
+
+        check::count("tls.service_anchors", &self.tls.service_anchors, 64)?;
+        for (i, anchor) in self.tls.service_anchors.iter().enumerate() {
+            check::path(&format!("tls.service_anchors[{i}]"), anchor)?;
+        }
+
+        self.validate_services()?;
+        self.validate_notifications()?;
+
+        check::count("config_signers", &self.config_signers, 64)?;
+        let mut names = HashSet::new();
+        for (i, signer) in self.config_signers.iter().enumerate() {
+            let field = format!("config_signers[{i}].name");
+            check::chars(
+                &field,
+                &signer.name,
+                1,
+                64,
+                is_identity_char,
+                IDENTITY_FORMAT,
+            )?;
+            if !names.insert(signer.name.as_str()) {
+                return Err(Error::Duplicate { field });
+            }
+            check::path(
+                &format!("config_signers[{i}].public_key_file"),
+                &signer.public_key_file,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn validate_services(&self) -> Result<()> {
+        check::count("services", &self.services, 1024)?;
+        if !self.services.is_empty() && self.tls.service_anchors.is_empty() {
+            // A service without an anchor to authenticate it can never
+            // connect: almost certainly a forgotten `service_anchors`.
+            return Err(check::invalid(
+                "tls.service_anchors",
+                "empty while [[services]] are configured (list the CA files that issue their certificates)",
+            ));
+        }
+        let mut identities = HashSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let field = format!("services[{i}].identity");
+            check::chars(
+                &field,
+                &service.identity,
+                1,
+                64,
+                is_identity_char,
+                IDENTITY_FORMAT,
+            )?;
+            if !identities.insert(service.identity.as_str()) {
+                return Err(Error::Duplicate { field });
+            }
+            check::count(
+                &format!("services[{i}].grants"),
+                &service.grants,
+                PERMISSIONS.len(),
+            )?;
+            for (j, grant) in service.grants.iter().enumerate() {
+                let field = format!("services[{i}].grants[{j}]");
+                if !PERMISSIONS.contains(&grant.as_str()) {
+                    return Err(check::invalid(
+                        &field,
+                        &format!("a permission name, one of: {}", PERMISSIONS.join(", ")),
+                    ));
+                }
+                if service
+                    .grants
+                    .get(..j)
+                    .is_some_and(|before| before.contains(grant))
+                {
+                    return Err(Error::Duplicate { field });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_notifications(&self) -> Result<()> {
+        let n = &self.notifications;
+        check::range("notifications.queue_capacity", n.queue_capacity, 16, 65536)?;
+        if let Some(mqtt) = &n.mqtt {
+            if !check::is_host(&mqtt.host) {
+                return Err(check::invalid(
+                    "notifications.mqtt.host",
+                    "an RFC 1123 host name or an IP address",
+                ));
+            }
+            check::range("notifications.mqtt.port", mqtt.port, 1, u16::MAX)?;
+            if !is_mqtt_topic(&mqtt.topic) {
+                return Err(check::invalid(
+                    "notifications.mqtt.topic",
+                    "an MQTT topic name of 1 to 256 bytes without wildcards (+ #), NUL or a leading $",
+                ));
+            }
+            check::path("notifications.mqtt.ca_file", &mqtt.ca_file)?;
+        }
+        if let Some(webhook) = &n.webhook {
+            if !is_https_url(&webhook.url) {
+                return Err(check::invalid(
+                    "notifications.webhook.url",
+                    "an https://host[:port]/path URL of at most 2048 bytes (no user info, query or fragment)",
+                ));
+            }
+            check::path("notifications.webhook.ca_file", &webhook.ca_file)?;
+        }
+        Ok(())
+    }
+}
+
+/// An MQTT topic name for publishing: no wildcards, no NUL, not starting
+/// with `$` (reserved for broker topics such as `$SYS`).
+fn is_mqtt_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 256
+        && !topic.starts_with('$')
+        && !topic.chars().any(|c| matches!(c, '+' | '#' | '\0'))
+}
+
+/// `https://host[:port][/path]`: host a name, an IPv4 address or a
+/// bracketed IPv6 address; the path printable ASCII without `?`, `#` or
+/// spaces. User info is refused so no credentials sit in the file.
+fn is_https_url(url: &str) -> bool {
+    if url.len() > 2048 {
+        return false;
+    }
+    let Some(rest) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority_ok = if authority.ends_with(']') {
+        authority
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
+    } else if authority.contains(':') {
+        check::is_host_port(authority)
+    } else {
+        check::is_hostname(authority) || authority.parse::<Ipv4Addr>().is_ok()
+    };
+    authority_ok
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete file using every field; kept in the fuzz corpus too.
+    const FULL: &str = r#"
+state_dir = "/var/lib/bulwark"
+keystore = "tpm2:/dev/tpmrm0"
+
+[api]
+listen = "[::]:443"
+max_body_bytes = 131072
+request_timeout_secs = 30
+max_concurrent_requests = 128
+per_client_rps = 10
+per_client_burst = 20
+
+[tls]
+service_anchors = ["/etc/bulwark/services-ca.pem"]
+
+[[services]]
+identity = "fleet-manager.example"
+grants = ["read-status", "read-config", "change-config"]
+
+[[services]]
+identity = "log_collector-1"
+grants = ["read-logs"]
+
+[notifications]
+queue_capacity = 4096
+
+[notifications.mqtt]
+host = "mqtt.example.com"
+topic = "bulwark/devices/events"
+ca_file = "/etc/bulwark/mqtt-ca.pem"
+
+[notifications.webhook]
+url = "https://hooks.example.com:8443/bulwark/events"
+ca_file = "/etc/bulwark/hooks-ca.pem"
+
+[[config_signers]]
+name = "fleet-manager"
+public_key_file = "/etc/bulwark/signers/fleet.pem"
+
+[interfaces]
+management_api = true
+maintenance_api = true
+"#;
+
+    fn file_err(toml: &str) -> Error {
+        AgentFile::from_toml(toml).unwrap_err()
+    }
+
+    fn field_of(err: &Error) -> &str {
+        match err {
+            Error::OutOfRange { field, .. }
+            | Error::InvalidFormat { field, .. }
+            | Error::Duplicate { field }
+            | Error::TooManyEntries { field, .. }
+            | Error::UnknownField { field, .. }
+            | Error::InvalidField { field, .. } => field,
+            other => panic!("no field in {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_the_embedded_defaults() {
+        let file = AgentFile::from_toml("").unwrap();
+        assert_eq!(file, AgentFile::default());
+        assert_eq!(file.state_dir, PathBuf::from("./bulwark-state"));
+        assert_eq!(file.keystore, "software");
+        assert_eq!(file.api.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(file.api.max_body_bytes, 65536);
+        assert_eq!(file.api.request_timeout_secs, 10);
+        assert_eq!(file.api.max_concurrent_requests, 64);
+        assert_eq!(
+            (file.api.per_client_rps, file.api.per_client_burst),
+            (20, 40)
+        );
+        assert_eq!(file.notifications.queue_capacity, 1024);
+        assert!(file.interfaces.management_api && !file.interfaces.maintenance_api);
+        AgentFile::default().validate().unwrap();
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let file = AgentFile::from_toml(FULL).unwrap();
+        assert_eq!(file.api.listen, "[::]:443".parse().unwrap());
+        assert_eq!(file.services.len(), 2);
+        let mqtt = file.notifications.mqtt.as_ref().unwrap();
+        assert_eq!(mqtt.port, 8883);
+        assert_eq!(file.config_signers[0].name, "fleet-manager");
+        assert!(file.interfaces.maintenance_api);
+    }
+
+    #[test]
+    fn api_ranges_at_their_boundaries() {
+        let cases: [(&str, u64, u64); 5] = [
+            ("max_body_bytes", 1024, 1_048_576),
+            ("request_timeout_secs", 1, 120),
+            ("max_concurrent_requests", 1, 4096),
+            ("per_client_rps", 1, 10_000),
+            ("per_client_burst", 1, 10_000),
+        ];
+        for (name, min, max) in cases {
+            for ok in [min, max] {
+                AgentFile::from_toml(&format!("[api]\n{name} = {ok}\n")).unwrap();
+            }
+            for bad in [min - 1, max + 1] {
+                let err = file_err(&format!("[api]\n{name} = {bad}\n"));
+                let Error::OutOfRange { field, allowed, .. } = &err else {
+                    panic!("{err:?}")
+                };
+                assert_eq!(field, &format!("api.{name}"));
+                assert_eq!(allowed, &format!("{min}..={max}"));
+            }
+        }
+    }
+
+    #[test]
+    fn maintenance_listener_is_a_second_address() {
+        let file =
+            AgentFile::from_toml("[api]\nmaintenance_listen = \"192.0.2.1:8444\"\n").unwrap();
+        assert_eq!(
+            file.api.maintenance_listen,
+            Some("192.0.2.1:8444".parse().unwrap())
+        );
+        let err = file_err(
+            "[api]\nlisten = \"192.0.2.1:8444\"\nmaintenance_listen = \"192.0.2.1:8444\"\n",
+        );
+        assert_eq!(field_of(&err), "api.maintenance_listen");
+        let err = file_err("[api]\nmaintenance_listen = \"nowhere\"\n");
+        assert!(
+            matches!(&err, Error::InvalidField { field, line: Some(2), .. } if field == "api.maintenance_listen"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn queue_capacity_range() {
+        for ok in [16, 65536] {
+            AgentFile::from_toml(&format!("[notifications]\nqueue_capacity = {ok}\n")).unwrap();
+        }
+        for bad in [15, 65537] {
+            let err = file_err(&format!("[notifications]\nqueue_capacity = {bad}\n"));
+            assert_eq!(field_of(&err), "notifications.queue_capacity");
+        }
+    }
+
+    #[test]
+    fn keystore_spec_checks() {
+        AgentFile::from_toml(&format!("keystore = \"{}\"", "k".repeat(512))).unwrap();
+        for bad in [
+            "\"\"".to_owned(),
+            format!("\"{}\"", "k".repeat(513)),
+            "\"a\\nb\"".to_owned(),
+        ] {
+            assert_eq!(
+                field_of(&file_err(&format!("keystore = {bad}"))),
+                "keystore"
+            );
+        }
+        assert_eq!(field_of(&file_err("state_dir = \"\"")), "state_dir");
+    }
+
+    #[test]
+    fn services_identity_grants_and_anchors() {
+        let anchors = "[tls]\nservice_anchors = [\"/ca.pem\"]\n";
+        let svc = |identity: &str, grants: &str| {
+            AgentFile::from_toml(&format!(
+                "{anchors}[[services]]\nidentity = \"{identity}\"\ngrants = [{grants}]\n"
+            ))
+        };
+        svc("a", "").unwrap();
+        svc(&"a".repeat(64), "\"factory-reset\", \"manage-interfaces\"").unwrap();
+        for bad in ["", "a b", "a/b", "a@b", &"a".repeat(65)] {
+            assert_eq!(
+                field_of(&svc(bad, "").unwrap_err()),
+                "services[0].identity",
+                "{bad}"
+            );
+        }
+        let err = svc("a", "\"read-status\", \"root\"").unwrap_err();
+        assert_eq!(field_of(&err), "services[0].grants[1]");
+        assert!(err.to_string().contains("manage-users"), "{err}");
+        let err = svc("a", "\"read-status\", \"read-status\"").unwrap_err();
+        assert!(matches!(&err, Error::Duplicate { field } if field == "services[0].grants[1]"));
+        let err = AgentFile::from_toml(&format!(
+            "{anchors}[[services]]\nidentity = \"a\"\n[[services]]\nidentity = \"a\"\n"
+        ))
+        .unwrap_err();
+        assert!(matches!(&err, Error::Duplicate { field } if field == "services[1].identity"));
+        // Services with nothing to authenticate them are a configuration mistake.
+        let err = file_err("[[services]]\nidentity = \"a\"\n");
+        assert_eq!(field_of(&err), "tls.service_anchors");
+        // A missing identity is a decode error naming the entry.
+        let err = file_err(&format!("{anchors}[[services]]\ngrants = []\n"));
+        assert!(
+            matches!(&err, Error::InvalidField { field, .. } if field.starts_with("services[0]")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn mqtt_checks() {
+        let mqtt = |host: &str, port: u32, topic: &str| {
+            AgentFile::from_toml(&format!(
+                "[notifications.mqtt]\nhost = \"{host}\"\nport = {port}\ntopic = \"{topic}\"\nca_file = \"/ca.pem\"\n"
+            ))
+        };
+        mqtt("mqtt.example", 1, "a/b").unwrap();
+        mqtt("192.0.2.7", 65535, "a").unwrap();
+        mqtt("2001:db8::7", 8883, "a").unwrap();
+        assert_eq!(
+            field_of(&mqtt("bad host", 8883, "a").unwrap_err()),
+            "notifications.mqtt.host"
+        );
+        assert_eq!(
+            field_of(&mqtt("h", 0, "a").unwrap_err()),
+            "notifications.mqtt.port"
+        );
+        let err = mqtt("h", 65536, "a").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidField { field, line: Some(3), .. } if field == "notifications.mqtt.port"),
+            "{err:?}"
+        );
+        for bad in ["a/#", "a/+/b", "", "$SYS/x"] {
+            assert_eq!(
+                field_of(&mqtt("h", 1, bad).unwrap_err()),
+                "notifications.mqtt.topic"
+            );
+        }
+        let err = file_err("[notifications.mqtt]\nhost = \"h\"\ntopic = \"t\"\n");
+        assert!(
+            matches!(&err, Error::InvalidField { reason, .. } if reason.contains("ca_file")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn webhook_must_be_https() {
+        let hook = |url: &str| {
+            AgentFile::from_toml(&format!(
+                "[notifications.webhook]\nurl = \"{url}\"\nca_file = \"/ca.pem\"\n"
+            ))
+        };
+        hook("https://hooks.example/x").unwrap();
+        for bad in [
+            "http://hooks.example/x",
+            "https://u@h/",
+            "ftp://x",
+            "https://h/?a",
+        ] {
+            assert_eq!(
+                field_of(&hook(bad).unwrap_err()),
+                "notifications.webhook.url",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_signers_checks() {
+        let signer = |name: &str| {
+            format!("[[config_signers]]\nname = \"{name}\"\npublic_key_file = \"/k.pem\"\n")
+        };
+        AgentFile::from_toml(&signer("fleet-1")).unwrap();
+        assert_eq!(
+            field_of(&file_err(&signer("has space"))),
+            "config_signers[0].name"
+        );
+        let err = file_err(&format!("{}{}", signer("x"), signer("x")));
+        assert!(matches!(&err, Error::Duplicate { field } if field == "config_signers[1].name"));
+    }
+
+    #[test]
+    fn parse_errors_carry_field_and_line() {
+        let err = file_err("[api]\nmax_body_bytes = 2048\nlisten_addr = \"0.0.0.0:1\"\n");
+        let Error::UnknownField { field, line, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(field, "api.listen_addr");
+        assert_eq!(*line, Some(3));
+
+        let err = file_err("\n\n[api]\nmax_body_bytes = \"big\"\n");
+        let Error::InvalidField { field, line, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(field, "api.max_body_bytes");
+        assert_eq!(*line, Some(4));
+        assert!(err.to_string().contains("line 4"), "{err}");
+
+        let err = file_err("[api]\nlisten = \"not an address\"\n");
+        assert!(
+            matches!(&err, Error::InvalidField { field, line: Some(2), .. } if field == "api.listen"),
+            "{err:?}"
+        );
+
+        let err = file_err("[api\n");
+        assert!(
+            matches!(err, Error::Malformed { line: Some(1), .. }),
+            "{err:?}"
+        );
+
+        let err = file_err("a = 1\nb = = 2\n");
+        assert!(
+            matches!(err, Error::Malformed { line: Some(2), .. }),
+            "{err:?}"
+        );
+
+        let err = file_err("telnet = true\n");
+        assert!(
+            matches!(&err, Error::UnknownField { field, .. } if field == "telnet"),
+            "{err:?}"
+        );
+
+        let err = file_err("[api]\n[api]\n");
+        assert!(matches!(err, Error::Malformed { .. }), "{err:?}");
+
+        let big = "#".repeat(MAX_AGENT_FILE_BYTES + 1);
+        assert!(matches!(file_err(&big), Error::TooLarge { .. }));
+    }
+
+    #[test]
+    fn https_urls() {
+        for good in [
+            "https://hooks.example.com/bulwark",
+            "https://hooks.example.com",
+            "https://hooks.example.com:8443/a/b-c_d.e~f%20",
+            "https://192.0.2.1/x",
+            "https://[2001:db8::1]/x",
+            "https://[2001:db8::1]:8443/x",
+        ] {
+            assert!(is_https_url(good), "{good}");
+        }
+        let long = format!("https://h/{}", "a".repeat(2040));
+        for bad in [
+            "http://hooks.example.com/",
+            "https://",
+            "https://user:pw@h/",
+            "https://h/x?q=1",
+            "https://h/x#f",
+            "https://h/a b",
+            "https://h:0/",
+            "https://h:99999/",
+            "https://[nope]/",
+            "HTTPS://h/",
+            long.as_str(),
+        ] {
+            assert!(!is_https_url(bad), "{bad}");
+        }
+        assert!(is_https_url(&format!("https://h/{}", "a".repeat(2038))));
+    }
+
+    #[test]
+    fn mqtt_topics() {
+        assert!(is_mqtt_topic("bulwark/dev-1/events"));
+        assert!(is_mqtt_topic(&"a".repeat(256)));
+        for bad in ["", "a/+/b", "a/#", "a\0b", "$SYS/x"] {
+            assert!(!is_mqtt_topic(bad), "{bad:?}");
+        }
+        assert!(!is_mqtt_topic(&"a".repeat(257)));
+    }
+}
