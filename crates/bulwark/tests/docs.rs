@@ -121,8 +121,15 @@ fn test_exists(root: &Path, reference: &str) -> Result<(), String> {
         if !declared {
             return Err(format!("{reference}: no module {first} in {file}"));
         }
-        if let Ok(module_file) = fs::read_to_string(path.with_file_name(format!("{first}.rs"))) {
-            sources.push(module_file);
+        // A module file beside the test file, or in its own folder
+        // (`tests/api.rs` with `#[path = "api/config.rs"] mod config;`).
+        for candidate in [
+            path.with_file_name(format!("{first}.rs")),
+            path.with_extension("").join(format!("{first}.rs")),
+        ] {
+            if let Ok(module_file) = fs::read_to_string(candidate) {
+                sources.push(module_file);
+            }
         }
         for inner in &modules[1..] {
             if !sources.iter().any(|s| s.contains(&format!("mod {inner}"))) {
