@@ -148,10 +148,10 @@ impl IntoResponse for ApiError {
             tracing::debug!(%status, %message, "request refused");
         }
         let mut response = (status, Json(ErrorBody { error, message })).into_response();
-        if let Self::TooManyAttempts { retry_after, .. } = self {
-            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Self::TooManyAttempts { retry_after, .. } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -7,6 +7,37 @@
 
 mod support;
 
+/// Configuration: ETags, weakenings, signed bundles.
+#[path = "api/config.rs"]
+mod config;
+/// User-data removal and factory reset over the API.
+#[path = "api/data.rs"]
+mod data;
+/// Malformed, oversized and out-of-range input is refused without effect.
+#[path = "api/input.rs"]
+mod input;
+/// Enabling and disabling listener interfaces.
+#[path = "api/interfaces.rs"]
+mod interfaces;
+/// Brute-force logins slow down, then lock.
+#[path = "api/lockout.rs"]
+mod lockout;
+/// Machine clients with certificates from a service CA.
+#[path = "api/machines.rs"]
+mod machines;
+/// Every documented route is guarded as documented; unknown paths are 404.
+#[path = "api/routes.rs"]
+mod routes;
+/// Channel-bound sessions, logout, and the notification stream.
+#[path = "api/sessions.rs"]
+mod sessions;
+/// The setup secret claims once; a factory reset brings it back.
+#[path = "api/setup.rs"]
+mod setup;
+/// TLS versions and cipher suites, probed with `openssl s_client`.
+#[path = "api/tls.rs"]
+mod tls;
+
 use hyper::{Method, StatusCode};
 use support::{Client, Device, OWNER_PASSWORD};
 

@@ -71,7 +71,7 @@ pub use check::{
     OtherStandard, Party, Product, Risk, RiskOwner, SbomSource, Scales, SoaEntry, SoaStatus,
     Support, System, Treatment, UseCase, Vdp,
 };
-pub use output::{BuildOptions, Output, build, catalog_json, write_outputs};
+pub use output::{BuildOptions, Output, PUBLIC_DOCUMENTS, build, catalog_json, write_outputs};
 pub use product::ProductFile;
 
 /// The commented product file template `bulwark comply init` writes.

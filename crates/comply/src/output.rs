@@ -70,6 +70,7 @@ pub fn build(product: &Product, options: &BuildOptions) -> Result<Vec<Output>, E
         ".well-known/security.txt",
         render::security_txt(product).into_bytes(),
     );
+    add("public/disclosure.json", json_bytes(&disclosure(product)));
     add(
         "oscal/catalog.json",
         json_bytes(&oscal::catalog(
@@ -101,6 +102,28 @@ pub fn build(product: &Product, options: &BuildOptions) -> Result<Vec<Output>, E
         json_bytes(&sbom::spdx(product, &tree)),
     );
     Ok(out)
+}
+
+/// The documents a device serves to anyone (5.1.2.1.2): their stems
+/// under `docs/`.
+pub const PUBLIC_DOCUMENTS: [&str; 3] = [
+    "security-features",
+    "support-policy",
+    "vulnerability-disclosure",
+];
+
+/// What a device publishes about itself without authentication: product,
+/// version, the support end date and where the policies are.
+fn disclosure(product: &Product) -> Value {
+    serde_json::json!({
+        "product": product.info.name,
+        "model": product.info.model,
+        "maker": product.info.maker,
+        "version": product.info.version,
+        "security_updates_until": product.support.security_updates_until.to_string(),
+        "support_policy_url": product.support.policy_url,
+        "documents": PUBLIC_DOCUMENTS,
+    })
 }
 
 /// Writes outputs under `dir`, creating folders as needed.

@@ -11,7 +11,8 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use store::eventlog::Severity;
@@ -142,6 +143,7 @@ pub(crate) async fn put(
         (status = 400, description = "Bad signature, unknown signer, wrong target, replayed, expired or invalid settings", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "Not permitted", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
     )
 )]
@@ -149,8 +151,16 @@ pub(crate) async fn apply_bundle(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    // Axum's own rejection is plain text; keep the API's error shape.
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::InvalidInput(rejection.body_text())
+        }
+    })?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -197,10 +207,11 @@ fn apply(
         .settings
         .write()
         .map_err(|_| ApiError::internal("config", "lock"))?;
-    if let Some(expected) = if_match {
-        if expected != current.etag() && expected != "*" {
-            return Err(ApiError::VersionMismatch);
-        }
+    if let Some(expected) = if_match
+        && expected != current.etag()
+        && expected != "*"
+    {
+        return Err(ApiError::VersionMismatch);
     }
     let previous_digest = hex::encode(current.digest());
     let next = current.next(validated);

@@ -79,6 +79,7 @@ fn valid_user(user: &str) -> bool {
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not authenticated or wrong password", body = ErrorBody),
         (status = 403, description = "Not permitted", body = ErrorBody),
+        (status = 404, description = "No data stored for that user", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]
@@ -87,12 +88,13 @@ pub(crate) async fn remove_user_data(
     Extension(caller): Extension<Caller>,
     JsonBody(request): JsonBody<RemovalRequest>,
 ) -> ApiResult<Json<Receipt>> {
-    if let Some(user) = &request.user {
-        if !valid_user(user) {
-            return Err(ApiError::InvalidInput(
-                "user: 1-64 characters of letters, digits and . _ @ -, starting with a letter or digit".into(),
-            ));
-        }
+    if let Some(user) = &request.user
+        && !valid_user(user)
+    {
+        return Err(ApiError::InvalidInput(
+            "user: 1-64 characters of letters, digits and . _ @ -, starting with a letter or digit"
+                .into(),
+        ));
     }
     let proof = shared
         .authorize_destructive(
@@ -107,7 +109,13 @@ pub(crate) async fn remove_user_data(
         tokio::task::spawn_blocking(move || worker.store.remove_user_data(&proof, user.as_deref()))
             .await
             .map_err(|e| ApiError::internal("user data removal", e))?
-            .map_err(|e| ApiError::internal("user data removal", e))?;
+            .map_err(|e| match e {
+                // Nothing stored for that user: the caller's mistake.
+                store::Error::UnknownUser(user) => {
+                    ApiError::NotFound(format!("no data stored for user {user:?}"))
+                }
+                other => ApiError::internal("user data removal", other),
+            })?;
     let receipt = Receipt::from(receipt);
     let mut event = actor_event(
         &caller,

@@ -141,14 +141,14 @@ async fn not_found() -> ApiError {
 /// Per-client rate limit, keyed on the peer address (before
 /// authentication, so floods of bad logins are limited too).
 async fn rate_limit(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    if let Some(connection) = request.extensions().get::<Connection>() {
-        if shared.rate.check_key(&connection.peer.ip()).is_err() {
-            return ApiError::TooManyAttempts {
-                retry_after: Duration::from_secs(1),
-                locked: false,
-            }
-            .into_response();
+    if let Some(connection) = request.extensions().get::<Connection>()
+        && shared.rate.check_key(&connection.peer.ip()).is_err()
+    {
+        return ApiError::TooManyAttempts {
+            retry_after: Duration::from_secs(1),
+            locked: false,
         }
+        .into_response();
     }
     next.run(request).await
 }

@@ -70,22 +70,20 @@ pub(crate) async fn stream(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let receiver = shared.notifier.subscribe();
     let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(n) => {
-                    let event = SseEvent::default()
-                        .id(n.seq.to_string())
-                        .event("notification")
-                        .json_data(&n)
-                        .unwrap_or_default();
-                    return Some((Ok(event), receiver));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    let event = SseEvent::default().event("lagged").data(missed.to_string());
-                    return Some((Ok(event), receiver));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        match receiver.recv().await {
+            Ok(n) => {
+                let event = SseEvent::default()
+                    .id(n.seq.to_string())
+                    .event("notification")
+                    .json_data(&n)
+                    .unwrap_or_default();
+                Some((Ok(event), receiver))
             }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                let event = SseEvent::default().event("lagged").data(missed.to_string());
+                Some((Ok(event), receiver))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

@@ -249,7 +249,7 @@ pub(crate) async fn login(
     };
     let token = shared
         .sessions
-        .issue(&principal, connection.binding.clone(), Instant::now());
+        .issue(&principal, connection.binding, Instant::now());
     shared.record(Event::by_user(
         principal.id(),
         Some(&connection.peer.to_string()),

@@ -48,18 +48,7 @@ impl Device {
     pub fn provision() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let ca_keys =
-            Arc::new(SoftKeyStore::open(&root.join("ca-keys"), KekProtection::File).unwrap());
-        for l in ["root", "issuing"] {
-            ca_keys
-                .generate(&l.parse().unwrap(), Algorithm::EcdsaP256Sha256)
-                .unwrap();
-        }
-        let store: Arc<dyn KeyStore> = ca_keys.clone();
-        let root_key = KeyRef::new(store.clone(), "root".parse().unwrap()).unwrap();
-        let issuing_key = KeyRef::new(store, "issuing".parse().unwrap()).unwrap();
-        let ca = ManufacturerCa::create(&root.join("ca"), "Acme Devices", &root_key, issuing_key)
-            .unwrap();
+        let (ca, ca_keys) = create_ca(root, "Acme Devices");
         let state_dir = root.join("state");
         std::fs::create_dir_all(&state_dir).unwrap();
         let device_keys =
@@ -88,8 +77,10 @@ impl Device {
 
     /// A boot file for this device on an ephemeral loopback port.
     pub fn file(&self) -> AgentFile {
-        let mut file = AgentFile::default();
-        file.state_dir = self.state_dir.clone();
+        let mut file = AgentFile {
+            state_dir: self.state_dir.clone(),
+            ..AgentFile::default()
+        };
         file.api.listen = "127.0.0.1:0".parse().unwrap();
         file
     }
@@ -173,14 +164,13 @@ impl Client {
         })
     }
 
-    /// Sends a request with a raw body and headers.
-    pub async fn raw(
-        &mut self,
+    fn request(
+        &self,
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
-    ) -> Reply {
+    ) -> Request<Full<Bytes>> {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -191,19 +181,50 @@ impl Client {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let request = builder.body(Full::new(Bytes::from(body))).unwrap();
-        self.sender.ready().await.unwrap();
-        let response = self.sender.send_request(request).await.unwrap();
+        builder.body(Full::new(Bytes::from(body))).unwrap()
+    }
+
+    /// Sends a request, returning transport errors (e.g. a TLS alert)
+    /// instead of panicking.
+    pub async fn try_raw(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, hyper::Error> {
+        let request = self.request(method, path, headers, body);
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let raw = response.into_body().collect().await.unwrap().to_bytes();
+        let raw = response.into_body().collect().await?.to_bytes();
         let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
             raw,
-        }
+        })
+    }
+
+    /// Sends a GET and returns the response head with its body unread (for
+    /// streams). The connection serves nothing else afterwards.
+    pub async fn open(&mut self, path: &str) -> hyper::Response<hyper::body::Incoming> {
+        let request = self.request(Method::GET, path, &[], Vec::new());
+        self.sender.ready().await.unwrap();
+        self.sender.send_request(request).await.unwrap()
+    }
+
+    /// Sends a request with a raw body and headers.
+    pub async fn raw(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        self.try_raw(method, path, headers, body).await.unwrap()
     }
 
     /// Sends JSON (or nothing).
@@ -258,4 +279,138 @@ pub fn client_config(
     identity: Option<&identity::tls::TlsIdentity>,
 ) -> rustls::ClientConfig {
     identity::tls::device_client_config(std::slice::from_ref(root), None, identity).unwrap()
+}
+
+/// A manufacturer CA with software keys under `dir`.
+pub fn create_ca(dir: &Path, organization: &str) -> (ManufacturerCa, Arc<SoftKeyStore>) {
+    let ca_keys = Arc::new(SoftKeyStore::open(&dir.join("ca-keys"), KekProtection::File).unwrap());
+    for l in ["root", "issuing"] {
+        ca_keys
+            .generate(&l.parse().unwrap(), Algorithm::EcdsaP256Sha256)
+            .unwrap();
+    }
+    let store: Arc<dyn KeyStore> = ca_keys.clone();
+    let root_key = KeyRef::new(store.clone(), "root".parse().unwrap()).unwrap();
+    let issuing_key = KeyRef::new(store, "issuing".parse().unwrap()).unwrap();
+    let ca = ManufacturerCa::create(&dir.join("ca"), organization, &root_key, issuing_key).unwrap();
+    (ca, ca_keys)
+}
+
+/// A fresh P-256 key in a new software keystore at `dir`.
+pub fn soft_key(dir: &Path, label: &str) -> KeyRef {
+    let keys = SoftKeyStore::open(dir, KekProtection::File).unwrap();
+    keys.generate(&label.parse().unwrap(), Algorithm::EcdsaP256Sha256)
+        .unwrap();
+    let keys: Arc<dyn KeyStore> = Arc::new(keys);
+    KeyRef::new(keys, label.parse().unwrap()).unwrap()
+}
+
+/// A machine client identity with common name `cn`, issued by `ca`.
+pub fn service_identity(ca: &ManufacturerCa, dir: &Path, cn: &str) -> identity::tls::TlsIdentity {
+    let key = soft_key(&dir.join(format!("{cn}-keys")), "client");
+    let cert = ca.issue_service(cn, &[], key.public_key(), 30).unwrap();
+    identity::tls::TlsIdentity {
+        chain: vec![cert, ca.issuing().clone()],
+        key,
+    }
+}
+
+/// A password the policy accepts for a second account.
+pub const VIEWER_PASSWORD: &str = "purple elephant juggles 7 lanterns";
+
+/// A new connection logged in as `account`.
+pub async fn session(
+    addr: SocketAddr,
+    root: &CertificateDer<'static>,
+    account: &str,
+    password: &str,
+) -> Client {
+    let mut client = Client::connect(addr, root).await;
+    let login = client.login(account, password).await;
+    assert_eq!(
+        login.status,
+        StatusCode::OK,
+        "login as {account}: {:?}",
+        login.body
+    );
+    client
+}
+
+/// Claims the device as `owner`; returns a connection logged in as it.
+pub async fn claimed(addr: SocketAddr, device: &Device) -> Client {
+    let mut client = Client::connect(addr, &device.root()).await;
+    let claim = client.claim(&device.setup_secret).await;
+    assert_eq!(claim.status, StatusCode::CREATED, "{:?}", claim.body);
+    let login = client.login("owner", OWNER_PASSWORD).await;
+    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+    client
+}
+
+/// Creates the account `viewer` (role viewer) as the owner.
+pub async fn create_viewer(owner: &mut Client) {
+    let created = owner
+        .call(
+            Method::POST,
+            "/api/v1/accounts",
+            Some(serde_json::json!({
+                "account": "viewer",
+                "role": "viewer",
+                "password": VIEWER_PASSWORD,
+                "current_password": OWNER_PASSWORD,
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+}
+
+/// Asserts the uniform error shape: JSON with string `error` and `message`.
+pub fn assert_error_body(reply: &Reply) {
+    assert!(
+        reply.body["error"].is_string() && reply.body["message"].is_string(),
+        "{} without an error body: {:?}",
+        reply.status,
+        String::from_utf8_lossy(&reply.raw)
+    );
+}
+
+/// Replaces the settings through the API (reads the ETag first).
+pub async fn put_settings(client: &mut Client, settings: Value) -> Reply {
+    let current = client.call(Method::GET, "/api/v1/config", None).await;
+    assert_eq!(current.status, StatusCode::OK, "{:?}", current.body);
+    let etag = current.body["etag"].as_str().unwrap().to_owned();
+    client
+        .raw(
+            Method::PUT,
+            "/api/v1/config",
+            &[("content-type", "application/json"), ("if-match", &etag)],
+            serde_json::to_vec(&settings).unwrap(),
+        )
+        .await
+}
+
+/// Polls an async condition every 20 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut ready: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if ready().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The notifications the agent lists now (oldest first).
+pub async fn notifications(client: &mut Client) -> Vec<Value> {
+    let list = client
+        .call(Method::GET, "/api/v1/notifications?limit=256", None)
+        .await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    list.body.as_array().unwrap().clone()
 }
