@@ -46,6 +46,10 @@ pub struct AgentFile {
     pub config_signers: Vec<SignerEntry>,
     /// Interface state on first start.
     pub interfaces: InterfacesSection,
+    /// The public part of `bulwark comply build`'s output installed on the
+    /// device (`.well-known/security.txt`, `public/disclosure.json`,
+    /// `docs/*.md`): served without authentication (5.1.2.1.2).
+    pub disclosure_dir: Option<PathBuf>,
 }
 
 impl Default for AgentFile {
@@ -59,6 +63,7 @@ impl Default for AgentFile {
             notifications: NotificationsSection::default(),
             config_signers: Vec::new(),
             interfaces: InterfacesSection::default(),
+            disclosure_dir: None,
         }
     }
 }

@@ -199,36 +199,26 @@ impl Interfaces {
         enabled: bool,
         store: &store::Store,
     ) -> Result<InterfaceInfo, ApiError> {
-        {
-            let entries = self.entries.lock().await;
-            let Some(entry) = entries.get(name) else {
-                return Err(ApiError::NotFound(format!("no interface named {name:?}")));
-            };
-            if !enabled && entry.enabled {
-                let others = entries
-                    .iter()
-                    .filter(|(n, e)| **n != name && e.enabled)
-                    .count();
-                if others == 0 {
-                    return Err(ApiError::Conflict(
-                        "this is the last enabled management interface; enable another first"
-                            .into(),
-                    ));
-                }
-            }
+        // One lock from the check to the persisted result: two owners
+        // disabling the last two listeners at once cannot both succeed.
+        let mut entries = self.entries.lock().await;
+        let Some(key) = entries.keys().find(|k| **k == name).copied() else {
+            return Err(ApiError::NotFound(format!("no interface named {name:?}")));
+        };
+        let others_enabled = entries
+            .iter()
+            .filter(|(n, e)| **n != key && e.enabled)
+            .count();
+        if !enabled && others_enabled == 0 {
+            return Err(ApiError::Conflict(
+                "this is the last enabled management interface; enable another first".into(),
+            ));
         }
-        let key = self
-            .entries
-            .lock()
-            .await
-            .keys()
-            .find(|k| **k == name)
-            .copied()
-            .ok_or_else(|| ApiError::NotFound(format!("no interface named {name:?}")))?;
-        self.apply(key, enabled)
+        self.apply_locked(&mut entries, key, enabled)
             .await
             .map_err(|e| ApiError::internal("changing an interface", e))?;
-        self.persist(store).await?;
+        Self::persist_locked(&entries, store)?;
+        drop(entries);
         self.list()
             .await
             .into_iter()
@@ -237,8 +227,17 @@ impl Interfaces {
     }
 
     async fn apply(&self, name: &'static str, enabled: bool) -> anyhow::Result<()> {
-        let context = self.context.lock().ok().and_then(|c| c.clone());
         let mut entries = self.entries.lock().await;
+        self.apply_locked(&mut entries, name, enabled).await
+    }
+
+    async fn apply_locked(
+        &self,
+        entries: &mut BTreeMap<&'static str, Entry>,
+        name: &'static str,
+        enabled: bool,
+    ) -> anyhow::Result<()> {
+        let context = self.context.lock().ok().and_then(|c| c.clone());
         let Some(entry) = entries.get_mut(name) else {
             return Ok(());
         };
@@ -259,8 +258,10 @@ impl Interfaces {
         Ok(())
     }
 
-    async fn persist(&self, store: &store::Store) -> Result<(), ApiError> {
-        let entries = self.entries.lock().await;
+    fn persist_locked(
+        entries: &BTreeMap<&'static str, Entry>,
+        store: &store::Store,
+    ) -> Result<(), ApiError> {
         let persisted = Persisted(
             entries
                 .iter()

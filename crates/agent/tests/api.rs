@@ -14,6 +14,9 @@ mod config;
 #[path = "api/data.rs"]
 mod data;
 /// Malformed, oversized and out-of-range input is refused without effect.
+/// Disclosure documents are public; nothing else is.
+#[path = "api/disclosure.rs"]
+mod disclosure;
 #[path = "api/input.rs"]
 mod input;
 /// Enabling and disabling listener interfaces.

@@ -69,8 +69,9 @@ pub(crate) struct CreateRequest {
     /// Its role.
     #[schema(schema_with = crate::api::role_schema)]
     role: Role,
-    /// Its password.
-    #[schema(value_type = String, format = Password)]
+    /// Its password: 12 to 128 characters (the policy floor and
+    /// ceiling; the configured minimum may be higher), not a common one.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Password,
     /// The caller's own password, re-entered (people only).
     #[schema(value_type = Option<String>, format = Password)]
@@ -90,6 +91,7 @@ pub(crate) struct CreateRequest {
         (status = 401, description = "Not authenticated or wrong password", body = ErrorBody),
         (status = 403, description = "Not permitted", body = ErrorBody),
         (status = 409, description = "Account exists", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]
@@ -168,6 +170,7 @@ pub(crate) struct Reauthentication {
         (status = 403, description = "Not permitted", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
         (status = 409, description = "Last owner", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]
@@ -213,8 +216,9 @@ pub(crate) struct PasswordChange {
     /// Current password.
     #[schema(value_type = String, format = Password)]
     current_password: Password,
-    /// New password.
-    #[schema(value_type = String, format = Password)]
+    /// New password: 12 to 128 characters (the policy floor and
+    /// ceiling; the configured minimum may be higher), not a common one.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     new_password: Password,
 }
 
@@ -230,6 +234,7 @@ pub(crate) struct PasswordChange {
         (status = 400, description = "Invalid input or weak password", body = ErrorBody),
         (status = 401, description = "Not authenticated or wrong password", body = ErrorBody),
         (status = 403, description = "Not a person", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]

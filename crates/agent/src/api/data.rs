@@ -80,6 +80,7 @@ fn valid_user(user: &str) -> bool {
         (status = 401, description = "Not authenticated or wrong password", body = ErrorBody),
         (status = 403, description = "Not permitted", body = ErrorBody),
         (status = 404, description = "No data stored for that user", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]
@@ -164,6 +165,7 @@ pub(crate) struct ResetRequest {
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not authenticated or wrong password", body = ErrorBody),
         (status = 403, description = "Not permitted", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]

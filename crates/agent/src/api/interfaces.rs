@@ -58,6 +58,7 @@ pub(crate) struct SetInterface {
         (status = 403, description = "Not permitted", body = ErrorBody),
         (status = 404, description = "No such interface", body = ErrorBody),
         (status = 409, description = "Would disable the last management interface", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]

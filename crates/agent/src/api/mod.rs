@@ -4,6 +4,7 @@
 pub(crate) mod accounts;
 pub(crate) mod config;
 pub(crate) mod data;
+pub(crate) mod disclosure;
 pub(crate) mod interfaces;
 pub(crate) mod notifications;
 pub(crate) mod session;
@@ -100,6 +101,9 @@ pub(crate) fn routes() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(data::factory_reset))
         .routes(routes!(notifications::list))
         .routes(routes!(notifications::stream))
+        .routes(routes!(disclosure::security_txt))
+        .routes(routes!(disclosure::summary))
+        .routes(routes!(disclosure::document))
         .split_for_parts()
 }
 

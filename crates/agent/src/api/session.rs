@@ -36,8 +36,8 @@ pub(crate) struct ClaimRequest {
     #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,31}$")]
     account: String,
     /// Its password (at least the configured minimum length; common
-    /// passwords are refused).
-    #[schema(value_type = String, format = Password)]
+    /// passwords are refused): 12 to 128 characters.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Password,
 }
 
@@ -63,6 +63,7 @@ pub(crate) struct Created {
         (status = 400, description = "Invalid input or weak password", body = ErrorBody),
         (status = 401, description = "Wrong setup secret", body = ErrorBody),
         (status = 409, description = "Already claimed", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     )
 )]
@@ -193,6 +194,7 @@ pub(crate) struct SessionInfo {
         (status = 200, description = "Logged in", body = SessionInfo),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Wrong account or password", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Slowed down or locked after failures", body = ErrorBody),
     )
 )]
@@ -281,15 +283,16 @@ pub(crate) async fn logout(
     State(shared): State<Arc<Shared>>,
     Extension(_caller): Extension<Caller>,
     headers: HeaderMap,
-) -> StatusCode {
-    if let Some(token) = headers
+) -> ApiResult<StatusCode> {
+    // The route declares the session scheme only: a caller that got past
+    // the guard with a client certificate has no token to end.
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        shared.sessions.revoke(token.trim());
-    }
-    StatusCode::NO_CONTENT
+        .ok_or(ApiError::Unauthenticated)?;
+    shared.sessions.revoke(token.trim());
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(crate) fn auth_error(e: AuthError) -> ApiError {

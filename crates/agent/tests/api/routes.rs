@@ -121,6 +121,9 @@ async fn every_documented_route_refuses_strangers_and_roles_without_its_permissi
         ("POST", "/api/v1/setup/claim"),
         ("POST", "/api/v1/session"),
         ("GET", "/api/v1/openapi.json"),
+        ("GET", "/.well-known/security.txt"),
+        ("GET", "/api/v1/disclosure"),
+        ("GET", "/api/v1/disclosure/{document}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
