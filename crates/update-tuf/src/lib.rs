@@ -1,0 +1,1 @@
+//! TUF repositories for update bundles (being written).

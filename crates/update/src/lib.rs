@@ -1,0 +1,1 @@
+//! Signed update bundles (being written).
