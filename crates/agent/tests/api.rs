@@ -17,6 +17,9 @@ mod data;
 /// Disclosure documents are public; nothing else is.
 #[path = "api/disclosure.rs"]
 mod disclosure;
+/// Notifications reach the local hub (MQTT over mutual TLS).
+#[path = "api/hub.rs"]
+mod hub;
 #[path = "api/input.rs"]
 mod input;
 /// Enabling and disabling listener interfaces.

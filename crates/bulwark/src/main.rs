@@ -101,11 +101,24 @@ fn harden_process() {
     }
 }
 
+/// Structured logs: to journald (with fields) when systemd started us and
+/// connected our stderr to the journal, else to stderr.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("BULWARK_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .is_some()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    match journald {
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
 }
