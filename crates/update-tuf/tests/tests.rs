@@ -1,0 +1,884 @@
+//! update-tuf integration tests: a publisher signing with keys in a
+//! software keystore, a device client fetching over HTTP from a server on
+//! 127.0.0.1, and one test per attack from issue #5.
+//!
+//! - `support`: keystore fixture and the loopback HTTP server (static
+//!   files, overrides, trickle and endless responses).
+//! - `happy`: two releases, root rotation, streaming a target.
+//! - `attacks`: each attack refused with its own error.
+//! - `clock`: the clock set back a year.
+
+// Test fixtures outside #[test] functions panic on setup failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod support {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use keys::{Algorithm, KeyAdmin, KeyRef};
+    use keys_soft::{KekProtection, SoftKeyStore};
+    use update_tuf::{Limits, RoleSpec, RootSpec};
+
+    pub(crate) const DAY: Duration = Duration::from_secs(86_400);
+
+    /// A software keystore in a temporary directory.
+    pub(crate) struct Keys {
+        pub(crate) tmp: tempfile::TempDir,
+        store: Arc<SoftKeyStore>,
+    }
+
+    impl Keys {
+        pub(crate) fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = Arc::new(
+                SoftKeyStore::open(&tmp.path().join("keys"), KekProtection::File).unwrap(),
+            );
+            Self { tmp, store }
+        }
+
+        pub(crate) fn key(&self, label: &str, algorithm: Algorithm) -> KeyRef {
+            let label = label.parse().unwrap();
+            self.store.generate(&label, algorithm).unwrap();
+            KeyRef::new(self.store.clone(), label).unwrap()
+        }
+
+        /// One fresh key per role (the timestamp key is Ed25519, the
+        /// others ECDSA P-256), threshold 1.
+        pub(crate) fn spec(&self, prefix: &str) -> RootSpec {
+            let ec = Algorithm::EcdsaP256Sha256;
+            RootSpec {
+                root: RoleSpec::single(self.key(&format!("{prefix}-root"), ec), 365 * DAY),
+                targets: RoleSpec::single(self.key(&format!("{prefix}-targets"), ec), 30 * DAY),
+                snapshot: RoleSpec::single(self.key(&format!("{prefix}-snapshot"), ec), 7 * DAY),
+                timestamp: RoleSpec::single(
+                    self.key(&format!("{prefix}-timestamp"), Algorithm::Ed25519),
+                    DAY,
+                ),
+            }
+        }
+
+        pub(crate) fn path(&self, name: &str) -> PathBuf {
+            self.tmp.path().join(name)
+        }
+
+        pub(crate) fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+            let p = self.path(name);
+            std::fs::write(&p, contents).unwrap();
+            p
+        }
+    }
+
+    pub(crate) fn limits() -> Limits {
+        Limits {
+            min_bytes_per_sec: 64,
+            rate_window: Duration::from_secs(1),
+            deadline: Duration::from_secs(10),
+            ..Limits::default()
+        }
+    }
+
+    /// What the server answers for one path.
+    #[derive(Clone)]
+    pub(crate) enum Reply {
+        Bytes(Vec<u8>),
+        /// The body one byte at a time, `interval` apart.
+        Trickle(Vec<u8>, Duration),
+        /// 64 KiB chunks without end (bounded at 256 MiB), no length.
+        Endless,
+    }
+
+    #[derive(Default)]
+    struct Routes {
+        root: PathBuf,
+        overrides: HashMap<String, Reply>,
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1 serving `root` (a published
+    /// repository: `/metadata/...`, `/targets/...`) with per-path overrides.
+    pub(crate) struct Server {
+        addr: SocketAddr,
+        routes: Arc<Mutex<Routes>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Server {
+        pub(crate) fn start(root: &Path) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let routes = Arc::new(Mutex::new(Routes {
+                root: root.to_owned(),
+                overrides: HashMap::new(),
+            }));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (r, s) = (routes.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if s.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let r = r.clone();
+                    std::thread::spawn(move || serve(conn, &r));
+                }
+            });
+            Self {
+                addr,
+                routes,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        pub(crate) fn metadata_url(&self) -> String {
+            format!("http://{}/metadata/", self.addr)
+        }
+
+        pub(crate) fn targets_url(&self) -> String {
+            format!("http://{}/targets/", self.addr)
+        }
+
+        pub(crate) fn set(&self, path: &str, reply: Reply) {
+            self.routes
+                .lock()
+                .unwrap()
+                .overrides
+                .insert(path.to_owned(), reply);
+        }
+
+        pub(crate) fn clear(&self) {
+            self.routes.lock().unwrap().overrides.clear();
+        }
+
+        pub(crate) fn serve_dir(&self, root: &Path) {
+            self.routes.lock().unwrap().root = root.to_owned();
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect(self.addr);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn serve(conn: TcpStream, routes: &Mutex<Routes>) {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).is_err() {
+            return;
+        }
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_owned();
+        let reply = {
+            let routes = routes.lock().unwrap();
+            match routes.overrides.get(&path) {
+                Some(r) => Some(r.clone()),
+                None => std::fs::read(routes.root.join(path.trim_start_matches('/')))
+                    .ok()
+                    .map(Reply::Bytes),
+            }
+        };
+        let mut conn = conn;
+        match reply {
+            None => {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+            Some(Reply::Bytes(body)) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+            }
+            Some(Reply::Trickle(body, interval)) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                for b in body {
+                    if conn.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(interval);
+                }
+            }
+            Some(Reply::Endless) => {
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                let chunk = vec![b'A'; 64 * 1024];
+                for _ in 0..4096 {
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+mod happy {
+    use std::io::Read;
+
+    use update_tuf::{Client, Repository, RoleSpec, RootSpec};
+
+    use crate::support::{DAY, Keys, Server, limits};
+
+    // Publish two releases; the device sees the newest, and the bytes it
+    // gets are the ones published.
+    #[test]
+    fn device_follows_two_releases_and_gets_verified_bytes() {
+        let k = Keys::new();
+        let mut repo = Repository::init(&k.path("work"), k.spec("a")).unwrap();
+        let trusted_root = repo.root_json().to_vec();
+        let out = k.path("out");
+        repo.add_target("manifest.json", &k.file("m1", b"{\"version\":1}"))
+            .unwrap();
+        repo.sign_and_publish(&out).unwrap();
+        let server = Server::start(&out);
+        let store = k.path("device");
+
+        let c1 = Client::new(
+            &trusted_root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &store,
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(c1.targets_version(), 1);
+        assert_eq!(
+            c1.fetch_target("manifest.json").unwrap(),
+            b"{\"version\":1}"
+        );
+        drop(c1);
+
+        let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        repo.add_target("manifest.json", &k.file("m2", b"{\"version\":2}"))
+            .unwrap();
+        repo.add_target("image.bin", &k.file("img", &image))
+            .unwrap();
+        let release = repo.sign_and_publish(&out).unwrap();
+        assert_eq!(release.version, 2);
+
+        let c2 = Client::new(
+            &trusted_root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &store,
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(c2.targets_version(), 2);
+        assert_eq!(c2.timestamp_version(), 2);
+        let names: Vec<String> = c2.targets().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["image.bin", "manifest.json"]);
+        assert_eq!(
+            c2.fetch_target("manifest.json").unwrap(),
+            b"{\"version\":2}"
+        );
+
+        let mut streamed = Vec::new();
+        c2.open_target("image.bin")
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert_eq!(streamed, image);
+        assert!(matches!(
+            c2.fetch_target("missing.bin"),
+            Err(update_tuf::Error::TargetNotFound { .. })
+        ));
+    }
+
+    // A repository whose keys live behind KeyRef: a 2-of-2 targets role
+    // and a rotated root with a new root key are accepted by a device
+    // provisioned with root version 1, which then keeps version 2.
+    #[test]
+    fn rotated_root_is_followed_and_kept() {
+        let k = Keys::new();
+        let spec = k.spec("a");
+        let mut repo = Repository::init(&k.path("work"), spec.clone()).unwrap();
+        let trusted_root = repo.root_json().to_vec();
+        let out = k.path("out");
+        repo.add_target("manifest.json", &k.file("m1", b"one"))
+            .unwrap();
+        repo.sign_and_publish(&out).unwrap();
+
+        let ec = keys::Algorithm::EcdsaP256Sha256;
+        let rotated = RootSpec {
+            root: RoleSpec {
+                keys: vec![
+                    k.key("b-root-1", ec),
+                    k.key("b-root-2", keys::Algorithm::Ed25519),
+                ],
+                threshold: 2,
+                expires_in: 365 * DAY,
+            },
+            targets: RoleSpec {
+                keys: vec![spec.targets.keys[0].clone(), k.key("b-targets-2", ec)],
+                threshold: 2,
+                expires_in: 30 * DAY,
+            },
+            ..spec
+        };
+        assert_eq!(repo.rotate_root(rotated).unwrap(), 2);
+        repo.sign_and_publish(&out).unwrap();
+
+        let server = Server::start(&out);
+        let store = k.path("device");
+        let client = Client::new(
+            &trusted_root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &store,
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(client.root_version(), 2);
+        assert_eq!(client.targets_version(), 2);
+        assert_eq!(client.fetch_target("manifest.json").unwrap(), b"one");
+        drop(client);
+
+        // Root 2 is remembered: with 2.root.json gone from the mirror the
+        // device still starts from version 2, not the provisioned 1.
+        std::fs::remove_file(out.join("metadata/2.root.json")).unwrap();
+        let again = Client::new(
+            &trusted_root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &store,
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(again.root_version(), 2);
+    }
+
+    // The publisher works across processes: reopen the working directory
+    // with the same keys and publish the next release; the wrong keys or
+    // a second init are refused.
+    #[test]
+    fn reopened_repository_continues_the_release_sequence() {
+        let k = Keys::new();
+        let spec = k.spec("a");
+        let work = k.path("work");
+        let out = k.path("out");
+        let mut repo = Repository::init(&work, spec.clone()).unwrap();
+        let trusted_root = repo.root_json().to_vec();
+        repo.add_target("manifest.json", &k.file("m1", b"one"))
+            .unwrap();
+        repo.sign_and_publish(&out).unwrap();
+        drop(repo);
+
+        assert!(matches!(
+            Repository::init(&work, spec.clone()),
+            Err(update_tuf::Error::InvalidSpec { .. })
+        ));
+        assert!(matches!(
+            Repository::open(&work, k.spec("b")),
+            Err(update_tuf::Error::InvalidSpec { .. })
+        ));
+        let mut repo = Repository::open(&work, spec).unwrap();
+        assert_eq!(repo.version(), 1);
+        repo.add_target("image.bin", &k.file("img", b"image"))
+            .unwrap();
+        assert_eq!(repo.sign_and_publish(&out).unwrap().version, 2);
+
+        let server = Server::start(&out);
+        let client = Client::new(
+            &trusted_root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &k.path("device"),
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(client.targets_version(), 2);
+        assert_eq!(client.fetch_target("manifest.json").unwrap(), b"one");
+        assert_eq!(client.fetch_target("image.bin").unwrap(), b"image");
+    }
+
+    // A threshold above the number of keys is refused when the root is
+    // built, not discovered by devices later.
+    #[test]
+    fn unreachable_threshold_is_refused_at_init() {
+        let k = Keys::new();
+        let mut spec = k.spec("a");
+        spec.targets.threshold = 2;
+        assert!(matches!(
+            Repository::init(&k.path("work"), spec),
+            Err(update_tuf::Error::InvalidSpec { .. })
+        ));
+    }
+}
+
+mod attacks {
+    use std::num::NonZeroU64;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use tough::editor::signed::SignedRole;
+    use tough::key_source::KeySource;
+    use tough::schema::{KeyHolder, Root, Signed, Timestamp};
+    use update_tuf::{Client, Clock, Error, KeyRefSigner, Repository, RoleSpec, RootSpec};
+
+    use crate::support::{DAY, Keys, Reply, Server, limits};
+
+    fn client(server: &Server, root: &[u8], store: &Path) -> Result<Client, Error> {
+        Client::new(
+            root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            store,
+            limits(),
+        )
+    }
+
+    /// A repository with one release holding `manifest.json`.
+    fn published(k: &Keys, spec: RootSpec) -> (Repository, Vec<u8>) {
+        let mut repo = Repository::init(&k.path("work"), spec).unwrap();
+        repo.add_target("manifest.json", &k.file("m1", b"release one"))
+            .unwrap();
+        repo.sign_and_publish(&k.path("out")).unwrap();
+        let root = repo.root_json().to_vec();
+        (repo, root)
+    }
+
+    // Targets metadata signed by a key the trusted root does not name
+    // (timestamp and snapshot keys are the genuine ones).
+    #[test]
+    fn targets_signed_by_untrusted_key() {
+        let k = Keys::new();
+        let spec = k.spec("a");
+        let (_repo, root) = published(&k, spec.clone());
+
+        let evil_spec = RootSpec {
+            targets: RoleSpec::single(
+                k.key("evil-targets", keys::Algorithm::EcdsaP256Sha256),
+                30 * DAY,
+            ),
+            ..spec
+        };
+        let evil_dir = k.path("evil");
+        let mut evil = Repository::init(&evil_dir.join("work"), evil_spec).unwrap();
+        evil.add_target("manifest.json", &k.file("evil-m", b"malware"))
+            .unwrap();
+        evil.sign_and_publish(&evil_dir.join("out")).unwrap();
+
+        let server = Server::start(&evil_dir.join("out"));
+        let err = client(&server, &root, &k.path("device")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Untrusted { role, .. } if role == "targets"),
+            "{err}"
+        );
+    }
+
+    // Threshold 2 for targets; an attacker holding one targets key (and
+    // the online snapshot and timestamp keys) cannot pass one signature.
+    #[test]
+    fn one_compromised_key_below_threshold() {
+        let k = Keys::new();
+        let ec = keys::Algorithm::EcdsaP256Sha256;
+        let mut spec = k.spec("a");
+        let stolen = k.key("a-targets-2", ec);
+        spec.targets = RoleSpec {
+            keys: vec![spec.targets.keys[0].clone(), stolen.clone()],
+            threshold: 2,
+            expires_in: 30 * DAY,
+        };
+        let (_repo, root) = published(&k, spec.clone());
+        let server = Server::start(&k.path("out"));
+        // The genuine release, signed by both, is accepted.
+        client(&server, &root, &k.path("device-ok")).unwrap();
+
+        let evil_spec = RootSpec {
+            targets: RoleSpec::single(stolen, 30 * DAY),
+            ..spec
+        };
+        let evil_dir = k.path("evil");
+        let mut evil = Repository::init(&evil_dir.join("work"), evil_spec).unwrap();
+        evil.add_target("manifest.json", &k.file("evil-m", b"malware"))
+            .unwrap();
+        evil.sign_and_publish(&evil_dir.join("out")).unwrap();
+        server.serve_dir(&evil_dir.join("out"));
+
+        let err = client(&server, &root, &k.path("device")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Untrusted { role, detail } if role == "targets" && detail.contains("threshold")),
+            "{err}"
+        );
+    }
+
+    // A mirror serving a complete, validly signed repository under another
+    // root.
+    #[test]
+    fn mirror_with_other_root() {
+        let k = Keys::new();
+        let (_repo, root) = published(&k, k.spec("a"));
+        let other = k.path("other");
+        let mut b = Repository::init(&other.join("work"), k.spec("b")).unwrap();
+        b.add_target("manifest.json", &k.file("b-m", b"other"))
+            .unwrap();
+        b.sign_and_publish(&other.join("out")).unwrap();
+        // Give the mirror a 2.root.json too, signed only by its own root.
+        b.rotate_root(k.spec("c")).unwrap();
+        b.sign_and_publish(&other.join("out")).unwrap();
+
+        let server = Server::start(&other.join("out"));
+        let err = client(&server, &root, &k.path("device")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Untrusted { role, .. } if role == "root"),
+            "{err}"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Shifted(Duration, bool);
+    impl Clock for Shifted {
+        fn now(&self) -> SystemTime {
+            if self.1 {
+                SystemTime::now() + self.0
+            } else {
+                SystemTime::now() - self.0
+            }
+        }
+    }
+
+    // A validly signed timestamp whose expiry has passed (signed two days
+    // ago with a one-day lifetime) is refused: a freeze attack.
+    #[test]
+    fn freeze_with_expired_timestamp() {
+        let k = Keys::new();
+        let mut repo = Repository::init_with_clock(
+            &k.path("work"),
+            k.spec("a"),
+            Arc::new(Shifted(2 * DAY, false)),
+        )
+        .unwrap();
+        repo.add_target("manifest.json", &k.file("m", b"old"))
+            .unwrap();
+        repo.sign_and_publish(&k.path("out")).unwrap();
+        let server = Server::start(&k.path("out"));
+        let err = client(&server, repo.root_json(), &k.path("device")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Expired { role } if role == "timestamp"),
+            "{err}"
+        );
+    }
+
+    // The same freeze seen by a device whose clock has moved on: our own
+    // expiry check uses the injected clock.
+    #[test]
+    fn freeze_seen_by_device_clock() {
+        let k = Keys::new();
+        let (_repo, root) = published(&k, k.spec("a"));
+        let server = Server::start(&k.path("out"));
+        let err = Client::new_with_clock(
+            &root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &k.path("device"),
+            limits(),
+            Arc::new(Shifted(2 * DAY, true)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Expired { role } if role == "timestamp"),
+            "{err}"
+        );
+    }
+
+    // Snapshot of release 2 served with targets metadata of release 1
+    // under release 2's name.
+    #[test]
+    fn mix_and_match_snapshot_and_targets() {
+        let k = Keys::new();
+        // An Ed25519 targets key gives both releases' targets metadata the
+        // same length (DER ECDSA signatures vary by a byte or two), so the
+        // swap is caught by the snapshot's hash, not by its length.
+        let mut spec = k.spec("a");
+        spec.targets = RoleSpec::single(k.key("a-targets-ed", keys::Algorithm::Ed25519), 30 * DAY);
+        let (mut repo, root) = published(&k, spec);
+        repo.add_target("manifest.json", &k.file("m2", b"release two"))
+            .unwrap();
+        repo.sign_and_publish(&k.path("out")).unwrap();
+        let server = Server::start(&k.path("out"));
+        let old_targets = std::fs::read(k.path("out/metadata/1.targets.json")).unwrap();
+        server.set("/metadata/2.targets.json", Reply::Bytes(old_targets));
+        let err = client(&server, &root, &k.path("device")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Inconsistent { role, .. } if role.ends_with("2.targets.json")),
+            "{err}"
+        );
+    }
+
+    /// Re-signs `timestamp.json` at `version` with the timestamp key: what
+    /// an attacker holding that key can do.
+    fn forge_timestamp(out: &Path, root: &[u8], key: keys::KeyRef, version: u64) -> Vec<u8> {
+        let root: Signed<Root> = serde_json::from_slice(root).unwrap();
+        let mut ts: Signed<Timestamp> =
+            serde_json::from_slice(&std::fs::read(out.join("metadata/timestamp.json")).unwrap())
+                .unwrap();
+        ts.signed.version = NonZeroU64::new(version).unwrap();
+        let sources: Vec<Box<dyn KeySource>> = vec![Box::new(KeyRefSigner::new(key).unwrap())];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let signed = rt
+            .block_on(async {
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                SignedRole::new(ts.signed, &KeyHolder::Root(root.signed), &sources, &rng).await
+            })
+            .unwrap();
+        signed.buffer().clone()
+    }
+
+    // Fast-forward: a stolen timestamp key pushes the device to a huge
+    // version, after which genuine releases look like rollbacks; rotating
+    // the timestamp key through a new root recovers.
+    #[test]
+    fn fast_forward_and_recovery_by_root_rotation() {
+        let k = Keys::new();
+        let spec = k.spec("a");
+        let (mut repo, root) = published(&k, spec.clone());
+        let out = k.path("out");
+        let server = Server::start(&out);
+        let store = k.path("device");
+
+        let forged = forge_timestamp(&out, &root, spec.timestamp.keys[0].clone(), 1 << 40);
+        server.set("/metadata/timestamp.json", Reply::Bytes(forged));
+        let c = client(&server, &root, &store).unwrap();
+        assert_eq!(c.timestamp_version(), 1 << 40, "the attack itself lands");
+        drop(c);
+        server.clear();
+
+        repo.add_target("manifest.json", &k.file("m2", b"release two"))
+            .unwrap();
+        repo.sign_and_publish(&out).unwrap();
+        let err = client(&server, &root, &store).unwrap_err();
+        assert!(
+            matches!(&err, Error::Rollback { role, .. } if role == "timestamp"),
+            "{err}"
+        );
+
+        let rotated = RootSpec {
+            timestamp: RoleSpec::single(
+                k.key("a-timestamp-2", keys::Algorithm::EcdsaP256Sha256),
+                DAY,
+            ),
+            ..spec
+        };
+        repo.rotate_root(rotated).unwrap();
+        repo.sign_and_publish(&out).unwrap();
+        let c = client(&server, &root, &store).unwrap();
+        assert_eq!(c.root_version(), 2);
+        assert_eq!(c.timestamp_version(), 3);
+        assert_eq!(c.fetch_target("manifest.json").unwrap(), b"release two");
+    }
+
+    // A target server sending more than the signed length, and a metadata
+    // server sending an endless timestamp.json.
+    #[test]
+    fn endless_data_is_cut_at_the_declared_length() {
+        let k = Keys::new();
+        let (_repo, root) = published(&k, k.spec("a"));
+        let server = Server::start(&k.path("out"));
+        let c = client(&server, &root, &k.path("device")).unwrap();
+        let info = c.target("manifest.json").unwrap();
+        let path = format!("/targets/{}.manifest.json", hex::encode(info.sha256));
+        server.set(&path, Reply::Endless);
+        let started = Instant::now();
+        let err = c.fetch_target("manifest.json").unwrap_err();
+        assert!(
+            matches!(&err, Error::EndlessData { limit, .. } if *limit == info.length),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        server.set("/metadata/timestamp.json", Reply::Endless);
+        let err = client(&server, &root, &k.path("device2")).unwrap_err();
+        assert!(
+            matches!(&err, Error::EndlessData { limit, .. } if *limit == limits().max_timestamp_size),
+            "{err}"
+        );
+    }
+
+    // One byte flipped in a served target: same length, wrong hash.
+    #[test]
+    fn flipped_byte_in_target_is_refused() {
+        let k = Keys::new();
+        let (_repo, root) = published(&k, k.spec("a"));
+        let server = Server::start(&k.path("out"));
+        let c = client(&server, &root, &k.path("device")).unwrap();
+        let info = c.target("manifest.json").unwrap();
+        let mut body = b"release one".to_vec();
+        body[3] ^= 1;
+        let path = format!("/targets/{}.manifest.json", hex::encode(info.sha256));
+        server.set(&path, Reply::Bytes(body));
+        let err = c.fetch_target("manifest.json").unwrap_err();
+        assert!(matches!(&err, Error::TargetHashMismatch { .. }), "{err}");
+        // A short body is refused too, never taken for a complete one.
+        server.set(&path, Reply::Bytes(b"release".to_vec()));
+        let err = c.fetch_target("manifest.json").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::TargetHashMismatch { .. } | Error::TargetTruncated { .. }
+            ),
+            "{err}"
+        );
+    }
+
+    // One byte per second is below the minimum rate: cut after one window,
+    // not after the whole body.
+    #[test]
+    fn slow_retrieval_is_cut_by_minimum_rate() {
+        let k = Keys::new();
+        let (_repo, root) = published(&k, k.spec("a"));
+        let server = Server::start(&k.path("out"));
+        let body = std::fs::read(k.path("out/metadata/timestamp.json")).unwrap();
+        server.set(
+            "/metadata/timestamp.json",
+            Reply::Trickle(body, Duration::from_secs(1)),
+        );
+        let started = Instant::now();
+        let err = client(&server, &root, &k.path("device")).unwrap_err();
+        assert!(matches!(&err, Error::SlowRetrieval { .. }), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    // A trickle fast enough for the minimum rate still ends at the
+    // deadline.
+    #[test]
+    fn slow_retrieval_is_cut_by_deadline() {
+        let k = Keys::new();
+        let (_repo, root) = published(&k, k.spec("a"));
+        let server = Server::start(&k.path("out"));
+        let c = client(&server, &root, &k.path("device")).unwrap();
+        drop(c);
+        let body = std::fs::read(k.path("out/metadata/timestamp.json")).unwrap();
+        server.set(
+            "/metadata/timestamp.json",
+            Reply::Trickle(body, Duration::from_millis(10)),
+        );
+        let mut l = limits();
+        l.min_bytes_per_sec = 10;
+        l.deadline = Duration::from_secs(2);
+        let started = Instant::now();
+        let err = Client::new(
+            &root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &k.path("device"),
+            l,
+        )
+        .unwrap_err();
+        assert!(matches!(&err, Error::DeadlineExceeded { .. }), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+mod clock {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use update_tuf::{Client, Clock, Error, Repository};
+
+    use crate::support::{Keys, Server, limits};
+
+    #[derive(Debug)]
+    struct YearAgo;
+    impl Clock for YearAgo {
+        fn now(&self) -> SystemTime {
+            SystemTime::now() - Duration::from_secs(365 * 86_400)
+        }
+    }
+
+    fn setup(k: &Keys) -> (Server, Vec<u8>) {
+        let mut repo = Repository::init(&k.path("work"), k.spec("a")).unwrap();
+        repo.add_target("manifest.json", &k.file("m", b"x"))
+            .unwrap();
+        repo.sign_and_publish(&k.path("out")).unwrap();
+        (Server::start(&k.path("out")), repo.root_json().to_vec())
+    }
+
+    // A device that has seen current metadata and then finds its clock a
+    // year behind refuses before any expiry check trusts that clock.
+    #[test]
+    fn clock_set_back_a_year_after_a_refresh() {
+        let k = Keys::new();
+        let (server, root) = setup(&k);
+        let store = k.path("device");
+        Client::new(
+            &root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &store,
+            limits(),
+        )
+        .unwrap();
+        // The mirror is gone: only the remembered signing time can refuse.
+        server.serve_dir(&k.path("nothing"));
+        let err = Client::new_with_clock(
+            &root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &store,
+            limits(),
+            Arc::new(YearAgo),
+        )
+        .unwrap_err();
+        assert!(matches!(&err, Error::ClockSteppedBack { .. }), "{err}");
+    }
+
+    // A fresh device with its clock a year behind sees the signing time in
+    // the timestamp metadata and refuses too.
+    #[test]
+    fn clock_a_year_behind_the_signed_timestamp() {
+        let k = Keys::new();
+        let (server, root) = setup(&k);
+        let err = Client::new_with_clock(
+            &root,
+            &server.metadata_url(),
+            &server.targets_url(),
+            &k.path("device"),
+            limits(),
+            Arc::new(YearAgo),
+        )
+        .unwrap_err();
+        assert!(matches!(&err, Error::ClockSteppedBack { .. }), "{err}");
+    }
+}
