@@ -41,4 +41,14 @@ if ! python3 -c 'import cyclonedx.validation.json, spdx_tools' 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages "${py_validators[@]}"
 fi
 
+# Schemathesis (PyPI, pinned): fuzzes the device agent's served OpenAPI
+# document (crates/agent/tests/schemathesis.rs). Installed only when
+# missing or another version.
+schemathesis_pin="schemathesis==4.32.5"
+if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("schemathesis") != "4.32.5")' 2>/dev/null; then
+  echo "installing: ${schemathesis_pin}"
+  python3 -m pip install --quiet "${schemathesis_pin}" \
+    || python3 -m pip install --quiet --break-system-packages "${schemathesis_pin}"
+fi
+
 cargo test --workspace --all-features --locked "$@"

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body, parsed into `T` (unknown fields are refused by `T`).
+/// A JSON object body, parsed into `T` (unknown fields are refused by `T`).
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
@@ -20,10 +20,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        // Serde also builds a struct from a JSON array of its fields in
+        // order (`[null, null]`); every body here is documented as an
+        // object, so nothing else is accepted.
+        if !value.is_object() {
+            return Err(ApiError::InvalidInput("expected a JSON object".into()));
         }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| ApiError::InvalidInput(format!("invalid request body: {e}")))
     }
 }
 

@@ -6,20 +6,24 @@
 //! the document a tester reads is the policy that is enforced. A route
 //! with no declared requirement is refused for everyone: adding a route
 //! cannot skip the check. The guard runs as a route layer, so unknown
-//! paths stay 404 instead of revealing that authentication exists.
+//! paths stay 404 instead of revealing that authentication exists; a
+//! known path with an undeclared method is 405 with `Allow`. A client
+//! certificate authenticates only on routes that declare the `mtls`
+//! scheme; session-only routes (logout, own password) need the token.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use access::{Permission, Principal};
+use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::Shared;
 
 /// The security scheme names used in the OpenAPI document.
@@ -38,7 +42,13 @@ pub enum Requirement {
 
 /// Requirements by (method, path template).
 #[derive(Debug, Default, Clone)]
-pub struct RouteTable(HashMap<(Method, String), Requirement>);
+pub struct RouteTable {
+    requirements: HashMap<(Method, String), Requirement>,
+    /// Routes that declare the `mtls` scheme: only these accept a client
+    /// certificate; the others need a session token even on a connection
+    /// that presented one.
+    mtls: HashSet<(Method, String)>,
+}
 
 impl RouteTable {
     /// Reads the requirements from an OpenAPI document; fails on a route
@@ -46,6 +56,7 @@ impl RouteTable {
     pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> Result<Self, String> {
         let value = serde_json::to_value(doc).map_err(|e| e.to_string())?;
         let mut table = HashMap::new();
+        let mut mtls = HashSet::new();
         let paths = value
             .get("paths")
             .and_then(|p| p.as_object())
@@ -60,21 +71,60 @@ impl RouteTable {
                 };
                 let requirement =
                     requirement_of(operation).map_err(|e| format!("{method} {path}: {e}"))?;
+                if declares_scheme(operation, MTLS_SCHEME) {
+                    mtls.insert((method.clone(), path.clone()));
+                }
                 table.insert((method, path.clone()), requirement);
             }
         }
-        Ok(Self(table))
+        Ok(Self {
+            requirements: table,
+            mtls,
+        })
     }
 
     /// The requirement of a route, if it declared one.
     pub fn get(&self, method: &Method, path: &str) -> Option<Requirement> {
-        self.0.get(&(method.clone(), path.to_owned())).copied()
+        self.requirements
+            .get(&(method.clone(), path.to_owned()))
+            .copied()
+    }
+
+    /// Whether a route accepts a service's client certificate (it
+    /// declares the `mtls` scheme).
+    pub fn accepts_client_certificate(&self, method: &Method, path: &str) -> bool {
+        self.mtls.contains(&(method.clone(), path.to_owned()))
+    }
+
+    /// The methods declared for a path, sorted (for `Allow`).
+    fn methods(&self, path: &str) -> Vec<&str> {
+        let mut methods: Vec<&str> = self
+            .requirements
+            .keys()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.as_str())
+            .collect();
+        methods.sort_unstable();
+        methods
     }
 
     /// Every route with its requirement (for tests and documentation).
     pub fn routes(&self) -> impl Iterator<Item = (&Method, &str, Requirement)> {
-        self.0.iter().map(|((m, p), r)| (m, p.as_str(), *r))
+        self.requirements
+            .iter()
+            .map(|((m, p), r)| (m, p.as_str(), *r))
     }
+}
+
+fn declares_scheme(operation: &serde_json::Value, scheme: &str) -> bool {
+    operation
+        .get("security")
+        .and_then(|s| s.as_array())
+        .is_some_and(|alternatives| {
+            alternatives
+                .iter()
+                .any(|a| a.as_object().is_some_and(|a| a.contains_key(scheme)))
+        })
 }
 
 fn requirement_of(operation: &serde_json::Value) -> Result<Requirement, String> {
@@ -153,6 +203,12 @@ pub(crate) async fn guard(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let Some(requirement) = table.get(request.method(), &path) else {
+        // A known path with another method: 405 with the declared ones
+        // (no handler runs; the request is refused either way).
+        let allowed = table.methods(&path);
+        if !allowed.is_empty() {
+            return Ok(method_not_allowed(request.method(), &allowed));
+        }
         tracing::error!(method = %request.method(), %path, "route without a declared requirement refused");
         return Err(ApiError::Forbidden(
             "this route declares no access rule".into(),
@@ -166,7 +222,8 @@ pub(crate) async fn guard(
         .get::<Connection>()
         .cloned()
         .ok_or_else(|| ApiError::internal("guard", "request without connection info"))?;
-    let principal = authenticate(&shared, &request, &connection)?;
+    let certificate_ok = table.accepts_client_certificate(request.method(), &path);
+    let principal = authenticate(&shared, &request, &connection, certificate_ok)?;
     match access::authorize(&principal, permission, access::Freshness::Session) {
         Ok(_) | Err(access::Error::ReauthenticationRequired { .. }) => {}
         Err(_) => {
@@ -188,8 +245,13 @@ fn authenticate(
     shared: &Shared,
     request: &Request,
     connection: &Connection,
+    certificate_ok: bool,
 ) -> Result<Principal, ApiError> {
-    if let Some(cn) = &connection.client_identity {
+    if let Some(cn) = connection
+        .client_identity
+        .as_ref()
+        .filter(|_| certificate_ok)
+    {
         // The chain was verified in the handshake against the service
         // anchors; the directory decides whether this identity is known.
         return shared.services.principal_for(cn).ok_or_else(|| {
@@ -207,6 +269,24 @@ fn authenticate(
         .sessions
         .validate(token.trim(), &connection.binding, Instant::now())
         .map_err(|_| ApiError::Unauthenticated)
+}
+
+fn method_not_allowed(method: &Method, allowed: &[&str]) -> Response {
+    let mut response = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(ErrorBody {
+            error: "method-not-allowed",
+            message: format!(
+                "{method} is not allowed here; allowed: {}",
+                allowed.join(", ")
+            ),
+        }),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(header::ALLOW, v);
+    }
+    response
 }
 
 /// The kebab-case name of a permission, as in the API document.

@@ -25,6 +25,28 @@ use crate::extract::JsonBody;
 use crate::guard::Caller;
 use crate::state::{BUNDLE_SEQUENCE, Shared};
 
+/// A signed configuration bundle as it travels (documentation only: the
+/// bytes are verified as they are, before anything in them is parsed).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct BundleWire {
+    /// Base64 of the payload JSON (issuer, target, sequence, expiry,
+    /// settings).
+    payload: String,
+    /// Signatures over the payload by trusted configuration signers.
+    signatures: Vec<BundleSignature>,
+}
+
+/// One signature of a bundle.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct BundleSignature {
+    /// Hex SHA-256 of the signer's public key (SPKI).
+    key_id: String,
+    /// Base64 signature.
+    signature: String,
+}
+
 /// The configuration and its version.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConfigView {
@@ -137,7 +159,7 @@ pub(crate) async fn put(
     path = "/api/v1/config/bundle",
     tag = "config",
     security(("session" = ["change-config"]), ("mtls" = ["change-config"])),
-    request_body(content = String, description = "Signed bundle (JSON)", content_type = "application/json"),
+    request_body(content = BundleWire, description = "Signed bundle (JSON)", content_type = "application/json"),
     responses(
         (status = 200, description = "Applied", body = ConfigChanged),
         (status = 400, description = "Bad signature, unknown signer, wrong target, replayed, expired or invalid settings", body = ErrorBody),

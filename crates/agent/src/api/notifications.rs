@@ -46,6 +46,12 @@ pub(crate) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<Notification>>> {
     let Query(query) = query.map_err(|e| ApiError::InvalidInput(e.body_text()))?;
+    // Documented as int64 (OpenAPI has no unsigned format).
+    if query.after.is_some_and(|a| i64::try_from(a).is_err()) {
+        return Err(ApiError::InvalidInput(
+            "after: must be at most 2^63 - 1".into(),
+        ));
+    }
     let limit = query.limit.unwrap_or(50);
     if !(1..=256).contains(&limit) {
         return Err(ApiError::InvalidInput("limit: must be 1-256".into()));
