@@ -53,6 +53,10 @@ enum Command {
     #[cfg(feature = "maker")]
     #[command(subcommand)]
     Comply(cmd::comply::ComplyCommand),
+    /// Secure updates: the publisher's repository.
+    #[cfg(feature = "maker")]
+    #[command(subcommand)]
+    Update(cmd::update::UpdateCommand),
     /// The tamper-evident event log.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
@@ -75,6 +79,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "maker")]
         Command::Comply(c) => cmd::comply::run(c),
         Command::Log(c) => cmd::log::run(&cli.state_dir, c),
+        #[cfg(feature = "maker")]
+        Command::Update(c) => cmd::update::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -302,3 +302,108 @@ fn agent_runs_on_embedded_defaults_and_stops_on_sigterm() {
         "the port is closed after shutdown"
     );
 }
+
+#[test]
+fn update_repository_publishes_releases_a_device_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_str = repo.to_str().unwrap();
+    let image = dir.path().join("image.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(&image, &bytes).unwrap();
+    let state = dir.path().join("state");
+    let init = ok(&state, &["update", "repo", "init", repo_str]);
+    assert!(init.contains("release-signing.pem"), "{init}");
+    let again = fails(&state, &["update", "repo", "init", repo_str]);
+    assert!(again.contains("already holds a repository"), "{again}");
+    let added = ok(
+        &state,
+        &[
+            "update",
+            "repo",
+            "add",
+            repo_str,
+            "--release",
+            "r1",
+            "--image",
+            image.to_str().unwrap(),
+            "--compatible",
+            "plug-1",
+            "--version",
+            "1.0.0",
+            "--version-code",
+            "1",
+            "--security-version",
+            "1",
+            "--chunk-size",
+            "65536",
+        ],
+    );
+    assert!(added.contains("5 chunks"), "{added}");
+    let bad = fails(
+        &state,
+        &[
+            "update",
+            "repo",
+            "add",
+            repo_str,
+            "--release",
+            "../escape",
+            "--image",
+            image.to_str().unwrap(),
+            "--compatible",
+            "plug-1",
+            "--version",
+            "1",
+            "--version-code",
+            "2",
+            "--security-version",
+            "1",
+        ],
+    );
+    assert!(bad.contains("release name"), "{bad}");
+    let out = dir.path().join("www");
+    ok(
+        &state,
+        &[
+            "update",
+            "repo",
+            "publish",
+            repo_str,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+
+    // The device side: TUF from the published directory, then the
+    // manifest against the exported release key.
+    let root = std::fs::read(repo.join("tuf/root/1.root.json")).unwrap();
+    let client = update_tuf::Client::new(
+        &root,
+        &format!("file://{}/", out.join("metadata").display()),
+        &format!("file://{}/", out.join("targets").display()),
+        &dir.path().join("datastore"),
+        update_tuf::Limits::default(),
+    )
+    .unwrap();
+    let wire = client.fetch_target("r1.manifest.json").unwrap();
+    let pem = std::fs::read_to_string(repo.join("release-signing.pem")).unwrap();
+    let key = agent_config::public_key_from_pem("release", &pem).unwrap();
+    let trusted = update::manifest::TrustedKeys::new(&[key]).unwrap();
+    let device = update::manifest::Device {
+        compatible: "plug-1".into(),
+        current_version_code: 0,
+        security_floor: 0,
+    };
+    let verified = update::manifest::SignedManifest::verify(&wire, &trusted, 1, &device).unwrap();
+    assert_eq!(verified.manifest().image_size, bytes.len() as u64);
+    let mut streamed = Vec::new();
+    std::io::Read::read_to_end(&mut client.open_target("r1.image").unwrap(), &mut streamed)
+        .unwrap();
+    assert_eq!(streamed, bytes);
+    let other = update::manifest::Device {
+        compatible: "plug-2".into(),
+        ..device
+    };
+    assert!(update::manifest::SignedManifest::verify(&wire, &trusted, 1, &other).is_err());
+}

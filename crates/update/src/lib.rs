@@ -97,6 +97,7 @@ pub mod integrity;
 mod journal;
 pub mod manifest;
 mod parallel;
+pub mod publish;
 pub mod records;
 
 pub use error::{Error, Result};

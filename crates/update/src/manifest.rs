@@ -121,7 +121,7 @@ impl Manifest {
     }
 
     /// Every check of the manifest against itself and our limits.
-    fn check_consistent(&self) -> Result<()> {
+    pub(crate) fn check_consistent(&self) -> Result<()> {
         if self.format != FORMAT {
             return Err(Error::inconsistent(format!(
                 "format {} is not {FORMAT}",

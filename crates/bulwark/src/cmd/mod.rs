@@ -10,3 +10,5 @@ pub(crate) mod identity;
 pub(crate) mod keys;
 pub(crate) mod log;
 pub(crate) mod provision;
+#[cfg(feature = "maker")]
+pub(crate) mod update;
