@@ -333,11 +333,13 @@ impl Lockout {
         inner.sources.fail(source_key(source), &self.policy, now);
     }
 
-    /// Clears the account's and the source's counters after a success.
-    pub fn record_success(&self, account: &str, source: IpAddr) {
+    /// Clears the account's counter after a success. The source's counter
+    /// is left to fade after `lock_for`: an attacker who holds one valid
+    /// account must not be able to reset it between rounds of password
+    /// spraying across the others.
+    pub fn record_success(&self, account: &str, _source: IpAddr) {
         let mut inner = self.lock();
         inner.accounts.counters.remove(&account_key(account));
-        inner.sources.counters.remove(&source_key(source));
     }
 
     /// How many accounts and sources are tracked (for metrics and tests).
@@ -493,16 +495,23 @@ mod tests {
     }
 
     #[test]
-    fn success_clears_account_and_source() {
+    fn success_clears_the_account_but_not_a_spraying_source() {
         let lockout = Lockout::new(LockoutPolicy::default());
         let t0 = Instant::now();
-        for _ in 0..5 {
-            lockout.record_failure("carol", ip(1), t0);
+        // Spraying: one failure on each of many accounts from one source.
+        for n in 0..5 {
+            lockout.record_failure(&format!("victim{n}"), ip(1), t0);
         }
-        assert!(lockout.check("carol", ip(1), t0).is_err());
-        lockout.record_success("carol", ip(1));
-        assert!(lockout.check("carol", ip(1), t0).is_ok());
-        assert_eq!(lockout.tracked(), (0, 0));
+        lockout.record_failure("carol", ip(2), t0);
+        // The attacker logs in to an account they hold.
+        lockout.record_success("mallory", ip(1));
+        lockout.record_success("carol", ip(2));
+        assert!(
+            lockout.check("victim9", ip(1), t0).is_err(),
+            "a success must not reset the spraying source"
+        );
+        assert!(lockout.check("carol", ip(3), t0).is_ok());
+        assert_eq!(lockout.tracked().0, 5, "only the victims' counters remain");
     }
 
     #[test]
