@@ -50,6 +50,9 @@ pub struct AgentFile {
     /// device (`.well-known/security.txt`, `public/disclosure.json`,
     /// `docs/*.md`): served without authentication (5.1.2.1.2).
     pub disclosure_dir: Option<PathBuf>,
+    /// Secure updates (ISO/IEC 27402 5.2.7) and the start-up integrity
+    /// check (5.2.5.2.1); absent: updates are not configured.
+    pub update: Option<UpdateSection>,
 }
 
 impl Default for AgentFile {
@@ -64,6 +67,7 @@ impl Default for AgentFile {
             config_signers: Vec::new(),
             interfaces: InterfacesSection::default(),
             disclosure_dir: None,
+            update: None,
         }
     }
 }
@@ -203,6 +207,187 @@ impl Default for InterfacesSection {
     }
 }
 
+/// `[update]`: A/B slots, the boot loader, the keys trusted to sign
+/// releases and the TUF repository they come from. The agent keeps the
+/// slot records, the install journal and the repository's verified
+/// metadata in `<state_dir>/update/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSection {
+    /// This device's hardware compatibility string; a release's manifest
+    /// must name exactly this: 1 to 64 of `[A-Za-z0-9._-]`.
+    pub compatible: String,
+    /// Slot `a`: a file or block device.
+    pub slot_a: PathBuf,
+    /// Slot `b`: a file or block device, not the same as `slot_a`.
+    pub slot_b: PathBuf,
+    /// The boot loader: `file:<state file>` (simulated, for development
+    /// and tests), `uboot:<fw_env.config>` or `grub:<grubenv>`.
+    pub boot: String,
+    /// PEM `SubjectPublicKeyInfo` files (ECDSA P-256 or Ed25519) of the
+    /// keys trusted to sign release manifests: 1 to 16.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Distinct trusted keys that must sign a release: 1 to 16, at most the
+    /// number of `trusted_keys`.
+    #[serde(default = "default_threshold")]
+    pub threshold: u32,
+    /// Where releases come from; absent: installs are refused (the
+    /// start-up integrity check still runs).
+    pub repository: Option<UpdateRepository>,
+    /// The slot the system runs from, `a` or `b`. With `uboot:` or
+    /// `grub:`, overrides `bulwark.slot=` / `rauc.slot=` on
+    /// `/proc/cmdline`; with `file:`, the slot the simulated boot loader
+    /// starts with when its state file does not exist yet (default `a`).
+    pub booted_slot: Option<String>,
+}
+
+fn default_threshold() -> u32 {
+    1
+}
+
+/// `[update.repository]`: a TUF repository (plain `http://` or `file://`:
+/// TUF metadata authenticates itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRepository {
+    /// Base URL of the metadata (`http://` or `file://`, ending in `/`).
+    pub metadata_url: String,
+    /// Base URL of the targets (`http://` or `file://`, ending in `/`).
+    pub targets_url: String,
+    /// The repository's root metadata the device was provisioned with.
+    pub root_file: PathBuf,
+}
+
+/// The boot loader named by [`UpdateSection::boot`], parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootLoader {
+    /// A boot loader simulated in a JSON state file.
+    File(PathBuf),
+    /// U-Boot's environment, described by this `fw_env.config`.
+    UBoot(PathBuf),
+    /// GRUB's environment block file.
+    Grub(PathBuf),
+}
+
+impl UpdateSection {
+    /// The boot loader [`UpdateSection::boot`] names
+    /// ([`AgentFile::validate`] has checked that it parses).
+    pub fn boot_loader(&self) -> Result<BootLoader> {
+        let expected = "file:<path>, uboot:<fw_env.config> or grub:<grubenv>";
+        let (kind, path) = self
+            .boot
+            .split_once(':')
+            .ok_or_else(|| check::invalid("update.boot", expected))?;
+        let path = PathBuf::from(path);
+        check::path("update.boot", &path).map_err(|_| check::invalid("update.boot", expected))?;
+        match kind {
+            "file" => Ok(BootLoader::File(path)),
+            "uboot" => Ok(BootLoader::UBoot(path)),
+            "grub" => Ok(BootLoader::Grub(path)),
+            _ => Err(check::invalid("update.boot", expected)),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        check::chars(
+            "update.compatible",
+            &self.compatible,
+            1,
+            64,
+            is_identity_char,
+            IDENTITY_FORMAT,
+        )?;
+        check::path("update.slot_a", &self.slot_a)?;
+        check::path("update.slot_b", &self.slot_b)?;
+        if self.slot_a == self.slot_b {
+            return Err(check::invalid(
+                "update.slot_b",
+                "a path different from update.slot_a",
+            ));
+        }
+        self.boot_loader()?;
+        if self.trusted_keys.is_empty() {
+            return Err(check::invalid(
+                "update.trusted_keys",
+                "at least one PEM public key file (a release no key signs is never installed)",
+            ));
+        }
+        check::count("update.trusted_keys", &self.trusted_keys, 16)?;
+        for (i, key) in self.trusted_keys.iter().enumerate() {
+            let field = format!("update.trusted_keys[{i}]");
+            check::path(&field, key)?;
+            if self.trusted_keys.get(..i).is_some_and(|b| b.contains(key)) {
+                return Err(Error::Duplicate { field });
+            }
+        }
+        check::range("update.threshold", self.threshold, 1, 16)?;
+        if self.threshold as usize > self.trusted_keys.len() {
+            return Err(check::invalid(
+                "update.threshold",
+                &format!(
+                    "at most the number of update.trusted_keys ({})",
+                    self.trusted_keys.len()
+                ),
+            ));
+        }
+        if let Some(repo) = &self.repository {
+            for (field, url) in [
+                ("update.repository.metadata_url", &repo.metadata_url),
+                ("update.repository.targets_url", &repo.targets_url),
+            ] {
+                if !is_repository_url(url) {
+                    return Err(check::invalid(
+                        field,
+                        "an http:// or file:// URL ending in / of at most 2048 bytes (printable ASCII, no query or fragment)",
+                    ));
+                }
+            }
+            check::path("update.repository.root_file", &repo.root_file)?;
+        }
+        if let Some(slot) = &self.booted_slot
+            && slot != "a"
+            && slot != "b"
+        {
+            return Err(check::invalid("update.booted_slot", "a or b"));
+        }
+        Ok(())
+    }
+}
+
+/// `http://host[:port]/path/` or `file:///path/`: what the TUF client
+/// fetches from. The trailing `/` matters: a base URL without it would
+/// lose its last segment when file names are joined to it.
+fn is_repository_url(url: &str) -> bool {
+    if url.len() > 2048
+        || !url.ends_with('/')
+        || !url
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#'))
+    {
+        return false;
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        return path.starts_with('/');
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    if authority.ends_with(']') {
+        return authority
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    if authority.contains(':') {
+        return check::is_host_port(authority);
+    }
+    check::is_hostname(authority) || authority.parse::<Ipv4Addr>().is_ok()
+}
+
 pub(crate) fn is_identity_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
@@ -277,6 +462,9 @@ impl AgentFile {
                 &format!("config_signers[{i}].public_key_file"),
                 &signer.public_key_file,
             )?;
+        }
+        if let Some(update) = &self.update {
+            update.validate()?;
         }
         Ok(())
     }
@@ -448,6 +636,20 @@ public_key_file = "/etc/bulwark/signers/fleet.pem"
 [interfaces]
 management_api = true
 maintenance_api = true
+
+[update]
+compatible = "bw-100"
+slot_a = "/dev/mmcblk0p2"
+slot_b = "/dev/mmcblk0p3"
+boot = "uboot:/etc/fw_env.config"
+trusted_keys = ["/etc/bulwark/release-1.pem", "/etc/bulwark/release-2.pem"]
+threshold = 2
+booted_slot = "b"
+
+[update.repository]
+metadata_url = "http://updates.example.com/metadata/"
+targets_url = "http://updates.example.com/targets/"
+root_file = "/etc/bulwark/update-root.json"
 "#;
 
     fn file_err(toml: &str) -> Error {
@@ -722,6 +924,135 @@ maintenance_api = true
 
         let big = "#".repeat(MAX_AGENT_FILE_BYTES + 1);
         assert!(matches!(file_err(&big), Error::TooLarge { .. }));
+    }
+
+    const UPDATE: &str = "[update]\ncompatible = \"bw-100\"\nslot_a = \"/a\"\nslot_b = \"/b\"\nboot = \"file:/boot.json\"\ntrusted_keys = [\"/k.pem\"]\n";
+
+    #[test]
+    fn update_section_is_optional_and_parses() {
+        assert_eq!(AgentFile::from_toml("").unwrap().update, None);
+        let file = AgentFile::from_toml(UPDATE).unwrap();
+        let update = file.update.unwrap();
+        assert_eq!(update.threshold, 1);
+        assert_eq!(update.repository, None);
+        assert_eq!(update.booted_slot, None);
+        assert_eq!(
+            update.boot_loader().unwrap(),
+            BootLoader::File(PathBuf::from("/boot.json"))
+        );
+        let full = AgentFile::from_toml(FULL).unwrap().update.unwrap();
+        assert_eq!(full.threshold, 2);
+        assert_eq!(
+            full.boot_loader().unwrap(),
+            BootLoader::UBoot(PathBuf::from("/etc/fw_env.config"))
+        );
+        assert_eq!(
+            full.repository.unwrap().targets_url,
+            "http://updates.example.com/targets/"
+        );
+        let grub =
+            AgentFile::from_toml(&UPDATE.replace("file:/boot.json", "grub:/boot/grub/grubenv"))
+                .unwrap();
+        assert_eq!(
+            grub.update.unwrap().boot_loader().unwrap(),
+            BootLoader::Grub(PathBuf::from("/boot/grub/grubenv"))
+        );
+    }
+
+    #[test]
+    fn update_section_checks_name_the_field() {
+        let with = |extra: &str| AgentFile::from_toml(&format!("{UPDATE}{extra}"));
+        let replaced = |from: &str, to: &str| AgentFile::from_toml(&UPDATE.replace(from, to));
+        assert_eq!(
+            field_of(&replaced("bw-100", "bw 100").unwrap_err()),
+            "update.compatible"
+        );
+        assert_eq!(
+            field_of(&replaced("\"bw-100\"", "\"\"").unwrap_err()),
+            "update.compatible"
+        );
+        assert_eq!(
+            field_of(&replaced("slot_b = \"/b\"", "slot_b = \"/a\"").unwrap_err()),
+            "update.slot_b"
+        );
+        for bad in ["tftp:/x", "file:", "/boot.json", "uboot"] {
+            let err = replaced("file:/boot.json", bad).unwrap_err();
+            assert_eq!(field_of(&err), "update.boot", "{bad}");
+            assert!(err.to_string().contains("grub:<grubenv>"), "{err}");
+        }
+        assert_eq!(
+            field_of(&replaced("[\"/k.pem\"]", "[]").unwrap_err()),
+            "update.trusted_keys"
+        );
+        let err = replaced("[\"/k.pem\"]", "[\"/k.pem\", \"/k.pem\"]").unwrap_err();
+        assert!(matches!(&err, Error::Duplicate { field } if field == "update.trusted_keys[1]"));
+        let seventeen: Vec<String> = (0..17).map(|i| format!("\"/k{i}.pem\"")).collect();
+        let err = replaced("[\"/k.pem\"]", &format!("[{}]", seventeen.join(", "))).unwrap_err();
+        assert!(
+            matches!(&err, Error::TooManyEntries { field, max: 16, .. } if field == "update.trusted_keys")
+        );
+        for (threshold, ok) in [(0, false), (1, true), (2, false), (17, false)] {
+            let result = with(&format!("threshold = {threshold}\n"));
+            assert_eq!(result.is_ok(), ok, "threshold {threshold}: {result:?}");
+            if let Err(err) = result {
+                assert_eq!(field_of(&err), "update.threshold");
+            }
+        }
+        for bad in ["c", "A", ""] {
+            let err = with(&format!("booted_slot = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(field_of(&err), "update.booted_slot", "{bad}");
+        }
+        with("booted_slot = \"b\"\n").unwrap();
+        let err = with("slot_c = \"/c\"\n").unwrap_err();
+        assert!(
+            matches!(&err, Error::UnknownField { field, .. } if field == "update.slot_c"),
+            "{err:?}"
+        );
+        let err = AgentFile::from_toml("[update]\ncompatible = \"x\"\n").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidField { reason, .. } if reason.contains("slot_a")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn update_repository_urls() {
+        let repo = |metadata: &str| {
+            AgentFile::from_toml(&format!(
+                "{UPDATE}[update.repository]\nmetadata_url = \"{metadata}\"\ntargets_url = \"http://h/t/\"\nroot_file = \"/root.json\"\n"
+            ))
+        };
+        for good in [
+            "http://updates.example.com/metadata/",
+            "http://127.0.0.1:8080/m/",
+            "http://[2001:db8::1]:80/",
+            "file:///srv/repo/metadata/",
+        ] {
+            repo(good).unwrap();
+        }
+        for bad in [
+            "https://updates.example.com/metadata/",
+            "http://updates.example.com/metadata",
+            "http://u:p@h/m/",
+            "http://h/m/?x=/",
+            "file://relative/",
+            "ftp://h/",
+            "http://h:0/",
+        ] {
+            assert_eq!(
+                field_of(&repo(bad).unwrap_err()),
+                "update.repository.metadata_url",
+                "{bad}"
+            );
+        }
+        let err = AgentFile::from_toml(&format!(
+            "{UPDATE}[update.repository]\nmetadata_url = \"http://h/m/\"\ntargets_url = \"http://h/t/\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidField { reason, .. } if reason.contains("root_file")),
+            "{err:?}"
+        );
     }
 
     #[test]

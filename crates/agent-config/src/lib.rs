@@ -6,7 +6,9 @@
 //!
 //! - [`AgentFile`]: `/etc/bulwark/agent.toml`, read once at start by
 //!   [`AgentFile::from_toml`]. Listener, limits, machine clients, trust
-//!   anchors, notification sinks, configuration signers.
+//!   anchors, notification sinks, configuration signers, and the optional
+//!   `[update]` section ([`UpdateSection`]: slots, boot loader, release
+//!   keys, TUF repository).
 //! - [`DeviceSettings`]: what an owner or operator changes at run time
 //!   (JSON through the API, or inside a bundle). [`DeviceSettings::validate`]
 //!   turns it into [`Validated`], the proof type every change goes through;
@@ -101,8 +103,9 @@ pub use bundle::{
 };
 pub use error::{Error, Result};
 pub use file::{
-    AgentFile, ApiSection, InterfacesSection, MAX_AGENT_FILE_BYTES, MqttHub, NotificationsSection,
-    PERMISSIONS, ServiceEntry, SignerEntry, TlsSection, Webhook,
+    AgentFile, ApiSection, BootLoader, InterfacesSection, MAX_AGENT_FILE_BYTES, MqttHub,
+    NotificationsSection, PERMISSIONS, ServiceEntry, SignerEntry, TlsSection, UpdateRepository,
+    UpdateSection, Webhook,
 };
 pub use settings::{
     AuthSettings, DeviceInfo, DeviceSettings, LogLevel, LoggingSettings, MAX_SETTINGS_JSON_BYTES,

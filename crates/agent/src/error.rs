@@ -65,6 +65,17 @@ pub enum ApiError {
     /// The device is busy or shutting down.
     #[error("service unavailable")]
     Unavailable,
+    /// The device failed its start-up integrity check and runs in
+    /// fail-safe mode: only the recovery routes answer.
+    #[error("fail-safe mode")]
+    FailSafe,
+    /// An update release was refused (signature, hardware, version,
+    /// security floor, a chunk that does not match): the message says why.
+    #[error("release refused: {0}")]
+    ReleaseRefused(String),
+    /// The update repository or the download failed or was refused.
+    #[error("update repository: {0}")]
+    BadGateway(String),
 }
 
 impl ApiError {
@@ -135,6 +146,13 @@ impl ApiError {
                 "unavailable",
                 "busy; try again shortly".into(),
             ),
+            Self::FailSafe => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "fail-safe",
+                "the device failed its start-up integrity check and runs in fail-safe mode: only status, sign-in, notifications and updates are available until a valid release is installed and booted".into(),
+            ),
+            Self::ReleaseRefused(m) => (StatusCode::BAD_REQUEST, "release-refused", m.clone()),
+            Self::BadGateway(m) => (StatusCode::BAD_GATEWAY, "repository-failed", m.clone()),
         }
     }
 }

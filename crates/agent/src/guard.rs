@@ -10,6 +10,11 @@
 //! known path with an undeclared method is 405 with `Allow`. A client
 //! certificate authenticates only on routes that declare the `mtls`
 //! scheme; session-only routes (logout, own password) need the token.
+//!
+//! Fail-safe mode (5.2.5.2.1): when the start-up integrity check failed,
+//! the guard refuses every route outside [`FAIL_SAFE_ROUTES`] with 503
+//! `fail-safe` before authentication and before any handler, so no
+//! handler can forget the check.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,6 +35,27 @@ use crate::state::Shared;
 pub const SESSION_SCHEME: &str = "session";
 /// Mutual TLS with a client certificate from a configured service CA.
 pub const MTLS_SCHEME: &str = "mtls";
+
+/// The routes that answer in fail-safe mode: status, sign-in and claim,
+/// the API document, the notification list (the alert path), and the
+/// update routes (the recovery channel).
+pub const FAIL_SAFE_ROUTES: [(&str, &str); 8] = [
+    ("GET", "/api/v1/status"),
+    ("POST", "/api/v1/session"),
+    ("DELETE", "/api/v1/session"),
+    ("POST", "/api/v1/setup/claim"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/notifications"),
+    ("GET", "/api/v1/update/status"),
+    ("POST", "/api/v1/update/install"),
+];
+
+/// Whether a route answers in fail-safe mode.
+pub fn allowed_in_fail_safe(method: &str, path: &str) -> bool {
+    FAIL_SAFE_ROUTES
+        .iter()
+        .any(|(m, p)| m.eq_ignore_ascii_case(method) && *p == path)
+}
 
 /// What a route demands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +240,9 @@ pub(crate) async fn guard(
             "this route declares no access rule".into(),
         ));
     };
+    if shared.fail_safe() && !allowed_in_fail_safe(request.method().as_str(), &path) {
+        return Err(ApiError::FailSafe);
+    }
     let Requirement::Permission(permission) = requirement else {
         return Ok(next.run(request).await);
     };

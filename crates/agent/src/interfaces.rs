@@ -118,14 +118,26 @@ impl Interfaces {
         })
     }
 
-    /// Starts every enabled listener.
-    pub(crate) async fn start(&self, context: Arc<ServeContext>) -> anyhow::Result<()> {
+    /// Starts every enabled listener; in fail-safe mode only the
+    /// management API, the recovery channel (even if an owner disabled
+    /// it: a device that failed its integrity check must stay
+    /// recoverable), and nothing else.
+    pub(crate) async fn start(
+        &self,
+        context: Arc<ServeContext>,
+        fail_safe: bool,
+    ) -> anyhow::Result<()> {
         if let Ok(mut slot) = self.context.lock() {
             *slot = Some(context.clone());
         }
         let mut entries = self.entries.lock().await;
         for (name, entry) in entries.iter_mut() {
-            if entry.enabled {
+            let run = if fail_safe {
+                *name == MANAGEMENT_API
+            } else {
+                entry.enabled
+            };
+            if run {
                 let running = spawn_listener(context.clone(), name, entry.address)
                     .await
                     .map_err(|e| anyhow::anyhow!("{name} on {}: {e}", entry.address))?;

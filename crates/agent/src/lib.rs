@@ -27,6 +27,13 @@
 //!   (AEAD, forward-secret) suites: nothing weak to negotiate down to.
 //! - Everything the agent records goes to the store's tamper-evident
 //!   event log; secrets (passwords, tokens, the setup secret) never do.
+//! - With `[update]` in the boot file, the running slot is checked
+//!   against its signed release before any listener starts; on a
+//!   mismatch the agent raises a critical `integrity_failure`
+//!   notification and runs in fail-safe mode: the guard refuses every
+//!   route but status, sign-in, notifications and updates (503
+//!   `fail-safe`), and only the management listener runs, until a valid
+//!   release is installed, booted and verified at the next start.
 
 pub mod api;
 pub mod error;
@@ -35,6 +42,7 @@ pub mod guard;
 pub mod interfaces;
 mod serve;
 mod state;
+mod updates;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -55,6 +63,7 @@ use tokio::task::JoinHandle;
 pub use guard::{Requirement, RouteTable};
 pub use interfaces::{MAINTENANCE_API, MANAGEMENT_API};
 pub use state::Shared;
+pub use updates::DIR as UPDATE_DIR;
 
 /// What the agent runs on: a provisioned device and its boot file.
 pub struct AgentParts {
@@ -162,6 +171,23 @@ impl Agent {
             Quota::per_second(NonZeroU32::new(file.api.per_client_rps).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(file.api.per_client_burst).unwrap_or(NonZeroU32::MIN));
         let interfaces = interfaces::Interfaces::new(&file, &store)?;
+        // The start-up integrity check (5.2.5.2.1) runs before any
+        // listener starts, so a device that fails it never serves more
+        // than the fail-safe routes.
+        let (updates, startup) = match &file.update {
+            Some(section) => {
+                let updates = Arc::new(
+                    updates::Updates::open(section, &state_dir, store.clone())
+                        .context("opening the update engine ([update])")?,
+                );
+                let worker = updates.clone();
+                let startup = tokio::task::spawn_blocking(move || worker.startup_check())
+                    .await
+                    .context("start-up integrity check")?;
+                (Some(updates), Some(startup))
+            }
+            None => (None, None),
+        };
         let limits = api::Limits {
             max_body_bytes: file.api.max_body_bytes,
             request_timeout: Duration::from_secs(file.api.request_timeout_secs),
@@ -187,10 +213,14 @@ impl Agent {
             started: Instant::now(),
             openapi_json: OnceLock::new(),
             hub,
+            updates,
         });
+        if let Some(startup) = &startup {
+            report_startup(&shared, startup)?;
+        }
         let (app, table) = api::app(shared.clone(), limits)?;
         let context = Arc::new(serve::ServeContext::new(app, tls, shared.clone()));
-        shared.interfaces.start(context).await?;
+        shared.interfaces.start(context, shared.fail_safe()).await?;
         shared
             .record(Event::system(
                 Severity::Notice,
@@ -213,6 +243,42 @@ impl Agent {
             ticker,
         })
     }
+}
+
+/// Records what the start-up integrity check found; on a failure also
+/// raises the critical `integrity_failure` notification (to the local
+/// list and the hub: the alert path stays up in fail-safe mode).
+fn report_startup(shared: &Shared, startup: &updates::Startup) -> Result<()> {
+    let event = match startup {
+        updates::Startup::Verified { slot, version } => Event::system(
+            Severity::Info,
+            "update.integrity",
+            Outcome::Success,
+            &format!("slot {slot} verified against its signed release {version}"),
+        ),
+        updates::Startup::Committed { slot, version } => Event::system(
+            Severity::Notice,
+            "update.commit",
+            Outcome::Success,
+            &format!("trial slot {slot} verified; release {version} committed"),
+        ),
+        updates::Startup::Failed { finding } => {
+            tracing::error!(%finding, "start-up integrity check failed: fail-safe mode");
+            shared.notify(
+                notify::Kind::IntegrityFailure,
+                notify::Severity::Critical,
+                "Start-up integrity check failed: the device runs in fail-safe mode",
+                serde_json::json!({ "finding": finding, "fail_safe": true }),
+            );
+            Event::system(
+                Severity::Alert,
+                "update.integrity",
+                Outcome::Failure,
+                &format!("start-up integrity check failed, fail-safe mode: {finding}"),
+            )
+        }
+    };
+    shared.record(event).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Housekeeping: time-bounded event-log checkpoints, forgetting idle

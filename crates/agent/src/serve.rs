@@ -157,7 +157,21 @@ async fn serve_connection(
     let app = context.app.clone();
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(info.clone());
-        app.clone().oneshot(request.map(axum::body::Body::new))
+        let app = app.clone();
+        async move {
+            let (back, returned) = tokio::sync::oneshot::channel();
+            let request = request.map(|inner| {
+                axum::body::Body::new(ReturningBody {
+                    inner: Some(inner),
+                    back: Some(back),
+                })
+            });
+            let response = app.oneshot(request).await;
+            if let Ok(rest) = returned.await {
+                drain(rest).await;
+            }
+            response
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -175,6 +189,73 @@ async fn serve_connection(
         _ = stopped.changed() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        }
+    }
+}
+
+/// Most unread request body the server reads and discards after an early
+/// answer (a refusal, a 413) before the connection closes.
+const DRAIN_LIMIT: usize = 1 << 20;
+/// How long it may take.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// A request body that hands itself back when dropped unread, so the
+/// connection can read and discard the rest. Without this, a client still
+/// sending the body of a refused request sees the connection torn down
+/// under it (a TLS error instead of the 401 or 413 it was sent).
+struct ReturningBody {
+    inner: Option<hyper::body::Incoming>,
+    back: Option<tokio::sync::oneshot::Sender<hyper::body::Incoming>>,
+}
+
+impl hyper::body::Body for ReturningBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.inner.as_mut() {
+            Some(inner) => std::pin::Pin::new(inner).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ReturningBody {
+    fn drop(&mut self) {
+        use hyper::body::Body as _;
+        if let (Some(inner), Some(back)) = (self.inner.take(), self.back.take())
+            && !inner.is_end_stream()
+        {
+            let _ = back.send(inner);
+        }
+    }
+}
+
+/// Reads and discards what is left of a body, bounded in size and time.
+async fn drain(mut rest: hyper::body::Incoming) {
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    while read <= DRAIN_LIMIT {
+        match tokio::time::timeout_at(deadline, rest.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, |d| d.len());
+            }
+            _ => break,
         }
     }
 }

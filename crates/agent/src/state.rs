@@ -57,6 +57,8 @@ pub struct Shared {
     pub(crate) started: Instant,
     pub(crate) openapi_json: OnceLock<Arc<String>>,
     pub(crate) hub: Option<notify::HubHandle>,
+    /// The update engine, when the boot file has `[update]`.
+    pub(crate) updates: Option<Arc<crate::updates::Updates>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +130,17 @@ impl Shared {
         self.store
             .put(Category::Configuration, SETTINGS, &bytes)
             .map_err(|e| ApiError::internal("saving settings", e))
+    }
+
+    /// Whether the agent runs in fail-safe mode (the running slot failed
+    /// its start-up integrity check).
+    pub(crate) fn fail_safe(&self) -> bool {
+        self.integrity_failure().is_some()
+    }
+
+    /// The start-up integrity finding, in fail-safe mode.
+    pub(crate) fn integrity_failure(&self) -> Option<String> {
+        self.updates.as_ref().and_then(|u| u.fail_safe())
     }
 
     /// Whether the device has been claimed (has any account).

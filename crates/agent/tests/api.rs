@@ -43,6 +43,10 @@ mod setup;
 /// TLS versions and cipher suites, probed with `openssl s_client`.
 #[path = "api/tls.rs"]
 mod tls;
+/// Secure updates: install from a TUF repository (owner only), a flipped
+/// byte refused at its chunk, commit after boot, fail-safe mode.
+#[path = "api/update.rs"]
+mod update;
 
 use hyper::{Method, StatusCode};
 use support::{Client, Device, OWNER_PASSWORD};

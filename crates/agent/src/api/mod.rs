@@ -9,6 +9,7 @@ pub(crate) mod interfaces;
 pub(crate) mod notifications;
 pub(crate) mod session;
 pub(crate) mod status;
+pub(crate) mod update;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,12 +105,50 @@ pub(crate) fn routes() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(disclosure::security_txt))
         .routes(routes!(disclosure::summary))
         .routes(routes!(disclosure::document))
+        .routes(routes!(update::status))
+        .routes(routes!(update::install))
         .split_for_parts()
+}
+
+/// Documents the guard's fail-safe refusal (503 `fail-safe`) on every
+/// operation outside [`crate::guard::FAIL_SAFE_ROUTES`].
+fn document_fail_safe(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description("Fail-safe mode: the device failed its start-up integrity check")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            ("GET", &mut item.get),
+            ("PUT", &mut item.put),
+            ("POST", &mut item.post),
+            ("DELETE", &mut item.delete),
+            ("PATCH", &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            if let Some(operation) = operation
+                && !crate::guard::allowed_in_fail_safe(method, path)
+            {
+                operation
+                    .responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| response.clone().into());
+            }
+        }
+    }
 }
 
 /// The whole application: routes, guard, middleware.
 pub(crate) fn app(shared: Arc<Shared>, limits: Limits) -> anyhow::Result<(Router, RouteTable)> {
-    let (router, doc) = routes();
+    let (router, mut doc) = routes();
+    document_fail_safe(&mut doc);
     let table = RouteTable::from_openapi(&doc).map_err(|e| anyhow::anyhow!(e))?;
     let json = doc.to_pretty_json()?;
     let _ = shared.openapi_json.set(Arc::new(json));

@@ -65,6 +65,12 @@ pub(crate) struct Status {
     notifications: NotificationSummary,
     /// Seconds since the agent started.
     uptime_secs: u64,
+    /// The running slot failed its start-up integrity check: every route
+    /// but status, sign-in, notifications and updates answers 503
+    /// `fail-safe`, and only the management listener runs.
+    fail_safe: bool,
+    /// What the start-up integrity check found, in fail-safe mode.
+    integrity_failure: Option<String>,
 }
 
 /// Device status.
@@ -108,6 +114,8 @@ pub(crate) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<
             hub: shared.hub.as_ref().map(|h| h.status()),
         },
         uptime_secs: shared.started.elapsed().as_secs(),
+        fail_safe: shared.fail_safe(),
+        integrity_failure: shared.integrity_failure(),
     }))
 }
 

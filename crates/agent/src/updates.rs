@@ -1,0 +1,674 @@
+//! Secure updates on the device (ISO/IEC 27402 5.2.7) and the start-up
+//! integrity check with its fail-safe mode (5.2.5.2.1), wired from the
+//! boot file's `[update]` section to the `update` and `update-tuf` crates.
+//!
+//! - [`Updates::open`] reads the release-signing keys, the repository's
+//!   provisioned root and opens the boot loader.
+//! - [`Updates::startup_check`] runs before any listener starts: it checks
+//!   the booted slot against the signed manifest it was installed from
+//!   ([`update::commit::confirm_boot`]), commits a healthy trial (raising
+//!   the security floor) and, on a mismatch, puts the agent in fail-safe
+//!   mode, which only a restart after a good check ends.
+//! - [`Updates::install`] fetches `<release>.manifest.json` through TUF,
+//!   verifies it ([`SignedManifest::verify`]: keys, threshold, hardware,
+//!   version, security floor) and streams `<release>.image` into the
+//!   inactive slot, each chunk verified before it is written.
+//!
+//! Design decisions:
+//! - Release files are two TUF targets named after the release
+//!   (`<release>.manifest.json`, `<release>.image`): TUF target names are
+//!   plain file names, so a release cannot be a directory.
+//! - The security floor lives in the encrypted store (security floor
+//!   category, name [`FLOOR`]): it survives a factory reset and only rises
+//!   ([`StoreFloor`]).
+//! - Slot records, the install journal and the TUF datastore live in
+//!   `<state_dir>/update/` ([`DIR`]), beside the store, where the update
+//!   crate's crash-safe ordering expects them.
+//! - One install at a time: a flag taken before the work starts and
+//!   released by a guard the blocking task owns, so a request that times
+//!   out does not let a second install write the same slot.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use agent_config::{BootLoader, UpdateSection};
+use anyhow::Context;
+use serde::Serialize;
+use update::anti_rollback::SecurityFloor;
+use update::boot::{BootControl, FileBootControl, GrubEnv, SlotName, Slots, UBootEnv};
+use update::commit::{BootOutcome, Trust, confirm_boot};
+use update::install::{Installer, ReaderSource};
+use update::manifest::{Device, Manifest, SignedManifest, TrustedKeys};
+use update::records::SlotRecords;
+use utoipa::ToSchema;
+
+/// Where update state lives under the agent's state directory.
+pub const DIR: &str = "update";
+
+/// Store name of the security floor for releases (the anti-rollback
+/// security version).
+pub(crate) const FLOOR: &str = "update.security-version";
+
+/// Largest PEM key file read.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// Largest provisioned root metadata read.
+const MAX_ROOT_FILE: u64 = 1024 * 1024;
+
+/// The TUF target holding a release's signed manifest.
+pub(crate) fn manifest_target(release: &str) -> String {
+    format!("{release}.manifest.json")
+}
+
+/// The TUF target holding a release's image.
+pub(crate) fn image_target(release: &str) -> String {
+    format!("{release}.image")
+}
+
+/// A release name: 1 to 64 of `[A-Za-z0-9._-]`, starting with a letter or
+/// digit (so that both target names are plain TUF file names).
+pub(crate) fn valid_release(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The security floor in the agent's encrypted store.
+#[derive(Debug)]
+pub(crate) struct StoreFloor {
+    store: Arc<store::Store>,
+    // Serialises the read-compare-raise of concurrent commits.
+    lock: Mutex<()>,
+}
+
+impl StoreFloor {
+    pub(crate) fn new(store: Arc<store::Store>) -> Self {
+        Self {
+            store,
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn failed(&self, e: store::Error) -> update::Error {
+        update::Error::Io {
+            action: "using the security floor in",
+            path: self.store.path().to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+}
+
+impl SecurityFloor for StoreFloor {
+    fn get(&self) -> update::Result<u64> {
+        self.store
+            .floor(FLOOR)
+            .map(|v| v.unwrap_or(0))
+            .map_err(|e| self.failed(e))
+    }
+
+    fn raise(&self, version: u64) -> update::Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if version <= self.get()? {
+            return Ok(());
+        }
+        self.store
+            .raise_floor(FLOOR, version)
+            .map(|_| ())
+            .map_err(|e| self.failed(e))
+    }
+}
+
+struct Repository {
+    metadata_url: String,
+    targets_url: String,
+    root: Vec<u8>,
+}
+
+/// What the start-up check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Startup {
+    /// The committed slot verified.
+    Verified {
+        /// The slot.
+        slot: SlotName,
+        /// Its release's version.
+        version: String,
+    },
+    /// A trial slot verified and is now committed.
+    Committed {
+        /// The slot.
+        slot: SlotName,
+        /// Its release's version.
+        version: String,
+    },
+    /// The running slot did not verify: fail-safe mode.
+    Failed {
+        /// What was found.
+        finding: String,
+    },
+}
+
+/// A release as the API reports it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ReleaseInfo {
+    /// Human version.
+    version: String,
+    /// Monotonic version number.
+    version_code: u64,
+    /// Security version (anti-rollback).
+    security_version: u64,
+    /// Image size in bytes.
+    image_size: u64,
+}
+
+impl From<&Manifest> for ReleaseInfo {
+    fn from(m: &Manifest) -> Self {
+        Self {
+            version: m.version.clone(),
+            version_code: m.version_code,
+            security_version: m.security_version,
+            image_size: m.image_size,
+        }
+    }
+}
+
+/// One slot and the release it holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct SlotInfo {
+    /// `a` or `b`.
+    slot: String,
+    /// The verified release recorded for it; absent when it holds none
+    /// (never installed, being written, or its record does not verify).
+    release: Option<ReleaseInfo>,
+    /// Why its record does not verify, when it does not.
+    record_problem: Option<String>,
+}
+
+/// A slot on trial.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct TrialInfo {
+    /// The slot marked "try once".
+    slot: String,
+    /// Boot attempts it has left.
+    attempts_left: u32,
+}
+
+/// The boot loader's state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct BootInfo {
+    /// The committed slot.
+    active: String,
+    /// The slot the running system booted from.
+    booted: String,
+    /// A slot marked to be tried on the next boot.
+    trial: Option<TrialInfo>,
+}
+
+/// What the last install did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct InstallSummary {
+    /// The release name asked for.
+    pub(crate) release: String,
+    /// `installed` or `failed`.
+    #[schema(pattern = "^(installed|failed)$")]
+    pub(crate) outcome: String,
+    /// Why it failed.
+    pub(crate) message: Option<String>,
+    /// The release's version, once its manifest verified.
+    pub(crate) version: Option<String>,
+    /// The slot written and marked "try once".
+    pub(crate) slot: Option<String>,
+    /// Bytes downloaded.
+    pub(crate) downloaded_bytes: u64,
+    /// Bytes copied from the active slot instead (adaptive update).
+    pub(crate) reused_bytes: u64,
+    /// Chunks in the image.
+    pub(crate) chunks: u64,
+    /// Wall time in milliseconds.
+    pub(crate) duration_ms: u64,
+    /// When it ended (Unix seconds).
+    pub(crate) finished_unix: i64,
+}
+
+/// Update status.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct UpdateStatus {
+    /// Whether the boot file configures updates (`[update]`).
+    configured: bool,
+    /// Whether installs can fetch releases (`[update.repository]`).
+    repository_configured: bool,
+    /// The running slot failed its start-up integrity check: every route
+    /// but status, sign-in, notifications and updates is refused.
+    fail_safe: bool,
+    /// What the start-up integrity check found, in fail-safe mode.
+    integrity_failure: Option<String>,
+    /// This device's hardware compatibility string.
+    compatible: Option<String>,
+    /// The boot loader's state.
+    boot: Option<BootInfo>,
+    /// Both slots.
+    slots: Vec<SlotInfo>,
+    /// Releases below this security version are refused.
+    security_floor: Option<u64>,
+    /// The last install since the agent started.
+    last_install: Option<InstallSummary>,
+}
+
+impl UpdateStatus {
+    pub(crate) fn not_configured() -> Self {
+        Self {
+            configured: false,
+            repository_configured: false,
+            fail_safe: false,
+            integrity_failure: None,
+            compatible: None,
+            boot: None,
+            slots: Vec::new(),
+            security_floor: None,
+            last_install: None,
+        }
+    }
+}
+
+/// Why an install was refused or failed; the API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InstallError {
+    /// The release is not in the repository.
+    #[error("{0}")]
+    NotFound(String),
+    /// The release (manifest or image) was refused: a clear reason.
+    #[error("{0}")]
+    Refused(String),
+    /// The repository or the transfer failed (TUF refusals included).
+    #[error("{0}")]
+    Repository(String),
+    /// The device's state does not allow an install now.
+    #[error("{0}")]
+    Busy(String),
+    /// Something failed on the device.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The device's update engine.
+pub(crate) struct Updates {
+    compatible: String,
+    slots: Slots,
+    boot: Box<dyn BootControl>,
+    dir: PathBuf,
+    trusted: TrustedKeys,
+    threshold: usize,
+    floor: StoreFloor,
+    repository: Option<Repository>,
+    finding: RwLock<Option<String>>,
+    installing: AtomicBool,
+    last_install: Mutex<Option<InstallSummary>>,
+}
+
+impl std::fmt::Debug for Updates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updates")
+            .field("compatible", &self.compatible)
+            .field("slots", &self.slots)
+            .field("boot", &self.boot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Frees the install flag when the install ends, however it ends.
+#[derive(Debug)]
+pub(crate) struct InstallGuard(Arc<Updates>);
+
+impl Drop for InstallGuard {
+    fn drop(&mut self) {
+        self.0.installing.store(false, Ordering::Release);
+    }
+}
+
+fn read_bounded(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= max,
+        "{} is {len} bytes; at most {max} are read",
+        path.display()
+    );
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+impl Updates {
+    /// Reads the keys and the provisioned root, opens the boot loader.
+    pub(crate) fn open(
+        section: &UpdateSection,
+        state_dir: &Path,
+        store: Arc<store::Store>,
+    ) -> anyhow::Result<Self> {
+        let dir = state_dir.join(DIR);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut keys = Vec::with_capacity(section.trusted_keys.len());
+        for (i, path) in section.trusted_keys.iter().enumerate() {
+            let field = format!("update.trusted_keys[{i}]");
+            let pem = String::from_utf8(read_bounded(path, MAX_KEY_FILE)?)
+                .with_context(|| format!("{field}: {} is not text", path.display()))?;
+            let key = agent_config::public_key_from_pem(&field, &pem)
+                .with_context(|| format!("{field}: {}", path.display()))?;
+            keys.push(key);
+        }
+        let trusted = TrustedKeys::new(&keys).context("update.trusted_keys")?;
+        let booted = || -> anyhow::Result<SlotName> {
+            if let Some(slot) = &section.booted_slot {
+                return Ok(slot.parse()?);
+            }
+            let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+            update::boot::booted_from_cmdline(&cmdline).context(
+                "update.booted_slot is not set and /proc/cmdline names no slot (bulwark.slot= or rauc.slot=)",
+            )
+        };
+        let boot: Box<dyn BootControl> = match section.boot_loader()? {
+            BootLoader::File(path) => {
+                let initial = match &section.booted_slot {
+                    Some(slot) => slot.parse()?,
+                    None => SlotName::A,
+                };
+                Box::new(
+                    FileBootControl::create(&path, initial)
+                        .with_context(|| format!("opening the boot state {}", path.display()))?,
+                )
+            }
+            BootLoader::UBoot(config) => Box::new(UBootEnv::uboot(Some(config), booted()?)),
+            BootLoader::Grub(file) => Box::new(GrubEnv::grub(file, booted()?)),
+        };
+        let repository = match &section.repository {
+            Some(r) => Some(Repository {
+                metadata_url: r.metadata_url.clone(),
+                targets_url: r.targets_url.clone(),
+                root: read_bounded(&r.root_file, MAX_ROOT_FILE)
+                    .context("update.repository.root_file")?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            compatible: section.compatible.clone(),
+            slots: Slots::new(&section.slot_a, &section.slot_b),
+            boot,
+            dir,
+            trusted,
+            threshold: section.threshold as usize,
+            floor: StoreFloor::new(store),
+            repository,
+            finding: RwLock::new(None),
+            installing: AtomicBool::new(false),
+            last_install: Mutex::new(None),
+        })
+    }
+
+    fn trust(&self) -> Trust<'_> {
+        Trust {
+            keys: &self.trusted,
+            threshold: self.threshold,
+            compatible: &self.compatible,
+        }
+    }
+
+    fn records(&self) -> update::Result<SlotRecords> {
+        SlotRecords::new(&self.dir)
+    }
+
+    /// The start-up integrity check (blocking: hashes the running slot on
+    /// all cores). A failure, including one to run the check at all,
+    /// enters fail-safe mode: an unverifiable system is not trusted.
+    pub(crate) fn startup_check(&self) -> Startup {
+        let outcome = self.records().and_then(|records| {
+            confirm_boot(
+                &*self.boot,
+                &self.slots,
+                &records,
+                &self.floor,
+                self.trust(),
+            )
+        });
+        let startup = match outcome {
+            Ok(BootOutcome::Committed { slot, release }) => Startup::Verified {
+                slot,
+                version: release.manifest().version.clone(),
+            },
+            Ok(BootOutcome::TrialCommitted { slot, release }) => Startup::Committed {
+                slot,
+                version: release.manifest().version.clone(),
+            },
+            Ok(BootOutcome::Failed {
+                slot,
+                was_trial,
+                reason,
+            }) => Startup::Failed {
+                finding: if was_trial {
+                    format!(
+                        "{reason}; the trial was abandoned: the next boot returns to slot {}",
+                        slot.other()
+                    )
+                } else {
+                    reason
+                },
+            },
+            Ok(other) => Startup::Failed {
+                finding: format!("unexpected start-up check outcome: {other:?}"),
+            },
+            Err(e) => Startup::Failed {
+                finding: format!("the start-up integrity check could not run: {e}"),
+            },
+        };
+        if let Startup::Failed { finding } = &startup
+            && let Ok(mut slot) = self.finding.write()
+        {
+            *slot = Some(finding.clone());
+        }
+        startup
+    }
+
+    /// The integrity finding while in fail-safe mode.
+    pub(crate) fn fail_safe(&self) -> Option<String> {
+        self.finding.read().ok().and_then(|f| f.clone())
+    }
+
+    /// Whether installs can fetch releases.
+    pub(crate) fn has_repository(&self) -> bool {
+        self.repository.is_some()
+    }
+
+    /// Takes the install flag; `None` while another install runs.
+    pub(crate) fn try_begin(self: &Arc<Self>) -> Option<InstallGuard> {
+        self.installing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| InstallGuard(self.clone()))
+    }
+
+    /// Keeps `summary` as the last install report.
+    pub(crate) fn remember(&self, summary: InstallSummary) {
+        if let Ok(mut last) = self.last_install.lock() {
+            *last = Some(summary);
+        }
+    }
+
+    /// The status (blocking: reads the boot state and verifies the slot
+    /// records' signatures).
+    pub(crate) fn status(&self) -> update::Result<UpdateStatus> {
+        let state = self.boot.state()?;
+        let booted = self.boot.booted()?;
+        let records = self.records()?;
+        let mut slots = Vec::new();
+        for slot in [SlotName::A, SlotName::B] {
+            let (release, record_problem) = match records.load(slot)? {
+                None => (None, None),
+                Some(wire) => match SignedManifest::verify_installed(
+                    &wire,
+                    &self.trusted,
+                    self.threshold,
+                    &self.compatible,
+                ) {
+                    Ok(authentic) => (Some(ReleaseInfo::from(authentic.manifest())), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+            };
+            slots.push(SlotInfo {
+                slot: slot.to_string(),
+                release,
+                record_problem,
+            });
+        }
+        let integrity_failure = self.fail_safe();
+        Ok(UpdateStatus {
+            configured: true,
+            repository_configured: self.has_repository(),
+            fail_safe: integrity_failure.is_some(),
+            integrity_failure,
+            compatible: Some(self.compatible.clone()),
+            boot: Some(BootInfo {
+                active: state.active.to_string(),
+                booted: booted.to_string(),
+                trial: state.tried.map(|(slot, attempts_left)| TrialInfo {
+                    slot: slot.to_string(),
+                    attempts_left,
+                }),
+            }),
+            slots,
+            security_floor: Some(self.floor.get()?),
+            last_install: self.last_install.lock().ok().and_then(|l| l.clone()),
+        })
+    }
+
+    /// The version code of the running release: that of the booted slot's
+    /// record when it verifies, else 0 (the security floor still holds).
+    fn current_version_code(&self) -> update::Result<u64> {
+        let booted = self.boot.booted()?;
+        let Some(wire) = self.records()?.load(booted)? else {
+            return Ok(0);
+        };
+        Ok(
+            SignedManifest::verify_installed(
+                &wire,
+                &self.trusted,
+                self.threshold,
+                &self.compatible,
+            )
+            .map(|a| a.manifest().version_code)
+            .unwrap_or(0),
+        )
+    }
+
+    /// Fetches, verifies and installs `release` into the inactive slot and
+    /// marks it "try once" (blocking). `before_write` runs once the
+    /// manifest verified and before the first byte is written: the
+    /// notification that the device is about to be interrupted.
+    pub(crate) fn install(
+        &self,
+        release: &str,
+        before_write: &dyn Fn(&Manifest),
+    ) -> Result<InstallSummary, InstallError> {
+        let started = Instant::now();
+        let repo = self.repository.as_ref().ok_or_else(|| {
+            InstallError::Busy("no update repository is configured ([update.repository])".into())
+        })?;
+        let client = update_tuf::Client::new(
+            &repo.root,
+            &repo.metadata_url,
+            &repo.targets_url,
+            &self.dir.join("tuf"),
+            update_tuf::Limits {
+                max_fetch_target_size: update::manifest::MAX_WIRE_BYTES as u64,
+                ..update_tuf::Limits::default()
+            },
+        )
+        .map_err(tuf_error)?;
+        let wire = client
+            .fetch_target(&manifest_target(release))
+            .map_err(tuf_error)?;
+        let device = Device {
+            compatible: self.compatible.clone(),
+            current_version_code: self.current_version_code().map_err(update_error)?,
+            security_floor: self.floor.get().map_err(update_error)?,
+        };
+        let verified = SignedManifest::verify(&wire, &self.trusted, self.threshold, &device)
+            .map_err(update_error)?;
+        before_write(verified.manifest());
+        let reader = client
+            .open_target(&image_target(release))
+            .map_err(tuf_error)?;
+        let installer =
+            Installer::new(&*self.boot, &self.slots, &self.dir).map_err(update_error)?;
+        let report = installer
+            .install(&verified, &mut ReaderSource::new(reader))
+            .map_err(update_error)?;
+        Ok(InstallSummary {
+            release: release.to_owned(),
+            outcome: "installed".into(),
+            message: None,
+            version: Some(verified.manifest().version.clone()),
+            slot: Some(report.slot.to_string()),
+            downloaded_bytes: report.downloaded_bytes,
+            reused_bytes: report.reused_bytes,
+            chunks: report.chunks,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            finished_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+        })
+    }
+}
+
+/// A TUF client refusal or failure.
+fn tuf_error(e: update_tuf::Error) -> InstallError {
+    match e {
+        update_tuf::Error::TargetNotFound { name } => InstallError::NotFound(format!(
+            "the update repository has no target {name:?} (a release needs <release>.manifest.json and <release>.image)"
+        )),
+        e @ update_tuf::Error::Io { .. } => InstallError::Internal(e.to_string()),
+        e => InstallError::Repository(format!("update repository: {e}")),
+    }
+}
+
+/// An update crate refusal or failure.
+fn update_error(e: update::Error) -> InstallError {
+    use update::Error as E;
+    match e {
+        E::Source { index, source } => {
+            let cause = update_tuf::Error::from_io(source);
+            InstallError::Repository(format!(
+                "downloading chunk {index} of the image failed: {cause}"
+            ))
+        }
+        e @ (E::Malformed { .. }
+        | E::UntrustedSigner { .. }
+        | E::BadSignature { .. }
+        | E::BelowThreshold { .. }
+        | E::WrongHardware { .. }
+        | E::Rollback { .. }
+        | E::TooOldToUpgrade { .. }
+        | E::BelowSecurityFloor { .. }
+        | E::Inconsistent { .. }
+        | E::ChunkMismatch { .. }
+        | E::ImageTooLong { .. }
+        | E::SlotTooSmall { .. }) => InstallError::Refused(format!("release refused: {e}")),
+        e @ E::SlotBusy { .. } => InstallError::Busy(e.to_string()),
+        e => InstallError::Internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_names_are_plain_target_names() {
+        for good in ["1.2.0", "bw-100_2024.06", "a", &"a".repeat(64)] {
+            assert!(valid_release(good), "{good}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "a b", "ä", &"a".repeat(65)] {
+            assert!(!valid_release(bad), "{bad}");
+        }
+        assert_eq!(manifest_target("1.2.0"), "1.2.0.manifest.json");
+        assert_eq!(image_target("1.2.0"), "1.2.0.image");
+    }
+}

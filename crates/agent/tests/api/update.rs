@@ -1,0 +1,623 @@
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+//! Secure updates through the agent, with real files: slots and a
+//! simulated boot loader in a temporary directory, release keys in a
+//! software keystore, and a TUF repository published with
+//! `update_tuf::Repository` and served over HTTP on loopback.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agent_config::{AgentFile, UpdateRepository, UpdateSection};
+use hyper::{Method, StatusCode};
+use keys::{Algorithm, KeyAdmin, KeyRef};
+use keys_soft::{KekProtection, SoftKeyStore};
+use serde_json::{Value, json};
+use update::boot::{BootControl, FileBootControl, SlotName};
+use update::manifest::{FORMAT, MIN_CHUNK_SIZE, Manifest, SignedManifest, TrustedKeys, chunk_hash};
+use update::records::SlotRecords;
+use update_tuf::{Repository, RoleSpec, RootSpec};
+
+use crate::support::{self, Client, Device, OWNER_PASSWORD, VIEWER_PASSWORD, assert_error_body};
+
+const HW: &str = "bw-test";
+const CHUNK: usize = MIN_CHUNK_SIZE as usize;
+/// A release the device may install: version code 2, security version 2.
+const GOOD: &str = "2.0.0";
+/// A release whose image has one byte flipped in chunk [`FLIPPED_CHUNK`].
+const FLIPPED: &str = "3.0.0-flipped";
+const FLIPPED_CHUNK: usize = 3;
+const OPERATOR_PASSWORD: &str = "seven orange kites drift at dawn";
+
+/// An image of `chunks` full chunks and a short last one.
+fn image(chunks: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..chunks * CHUNK + 1000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+fn manifest(image: &[u8], version: &str, version_code: u64, security_version: u64) -> Manifest {
+    Manifest {
+        format: FORMAT,
+        compatible: HW.into(),
+        version: version.into(),
+        version_code,
+        min_version_code: 0,
+        security_version,
+        image_size: image.len() as u64,
+        chunk_size: MIN_CHUNK_SIZE,
+        chunks: image.chunks(CHUNK).map(chunk_hash).collect(),
+        created_unix: 1_800_000_000,
+    }
+}
+
+/// A tiny HTTP/1.1 server on loopback serving the files under a
+/// directory (one request per connection), as update-tuf's tests do.
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(root: &Path) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (root, flag) = (root.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let root = root.clone();
+                std::thread::spawn(move || serve(conn, &root));
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, dir: &str) -> String {
+        format!("http://{}/{dir}/", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(mut conn: TcpStream, root: &Path) {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    match std::fs::read(root.join(path.trim_start_matches('/'))) {
+        Ok(body) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+        Err(_) => {
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    }
+}
+
+/// A device with A/B slot files, release 1.0.0 installed and committed in
+/// slot A (with its signed record), and a TUF repository with releases
+/// [`GOOD`] and [`FLIPPED`] served on loopback.
+struct Rig {
+    slot_a: PathBuf,
+    slot_b: PathBuf,
+    boot_file: PathBuf,
+    key_file: PathBuf,
+    root_file: PathBuf,
+    base: Vec<u8>,
+    good: Vec<u8>,
+    flipped: Vec<u8>,
+    server: Server,
+}
+
+impl Rig {
+    /// [`Rig::new`] from a test's runtime (the TUF publisher blocks on a
+    /// runtime of its own).
+    fn new_blocking(device: &Device) -> Self {
+        tokio::task::block_in_place(|| Self::new(device))
+    }
+
+    fn new(device: &Device) -> Self {
+        let dir = device.path().join("update-rig");
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = Arc::new(SoftKeyStore::open(&dir.join("keys"), KekProtection::File).unwrap());
+        let key = |label: &str| {
+            let label = label.parse().unwrap();
+            keys.generate(&label, Algorithm::EcdsaP256Sha256).unwrap();
+            KeyRef::new(keys.clone(), label).unwrap()
+        };
+        let release_key = key("release");
+        let key_file = dir.join("release.pem");
+        std::fs::write(
+            &key_file,
+            identity::x509::to_pem(release_key.public_key().spki_der())
+                .replace("CERTIFICATE", "PUBLIC KEY"),
+        )
+        .unwrap();
+        let sign = |m: &Manifest| SignedManifest::sign(m, &[&release_key]).unwrap();
+
+        // Factory state: release 1.0.0 in slot A, committed, recorded.
+        let base = image(6, 1);
+        let slot_a = dir.join("slot-a.img");
+        let slot_b = dir.join("slot-b.img");
+        std::fs::write(&slot_a, &base).unwrap();
+        let trusted = TrustedKeys::new(&[release_key.public_key().clone()]).unwrap();
+        let installed = SignedManifest::verify_installed(
+            &sign(&manifest(&base, "1.0.0", 1, 1)),
+            &trusted,
+            1,
+            HW,
+        )
+        .unwrap();
+        SlotRecords::new(&device.state_dir.join(agent::UPDATE_DIR))
+            .unwrap()
+            .store(SlotName::A, &installed)
+            .unwrap();
+        let boot_file = dir.join("boot.json");
+        FileBootControl::create(&boot_file, SlotName::A).unwrap();
+
+        // The repository: a good release and one with a flipped byte.
+        let day = Duration::from_secs(86_400);
+        let spec = RootSpec {
+            root: RoleSpec::single(key("tuf-root"), 365 * day),
+            targets: RoleSpec::single(key("tuf-targets"), 30 * day),
+            snapshot: RoleSpec::single(key("tuf-snapshot"), 7 * day),
+            timestamp: RoleSpec::single(key("tuf-timestamp"), day),
+        };
+        let mut repo = Repository::init(&dir.join("repo-work"), spec).unwrap();
+        let root_file = dir.join("root.json");
+        std::fs::write(&root_file, repo.root_json()).unwrap();
+        let good = image(6, 2);
+        let flipped = image(6, 3);
+        let mut served = flipped.clone();
+        served[FLIPPED_CHUNK * CHUNK + 17] ^= 0x01;
+        for (name, m, img) in [
+            (GOOD, manifest(&good, "2.0.0", 2, 2), &good),
+            (FLIPPED, manifest(&flipped, "3.0.0", 3, 3), &served),
+        ] {
+            let manifest_file = dir.join(format!("{name}.manifest.json"));
+            std::fs::write(&manifest_file, sign(&m)).unwrap();
+            let image_file = dir.join(format!("{name}.image"));
+            std::fs::write(&image_file, img).unwrap();
+            repo.add_target(&format!("{name}.manifest.json"), &manifest_file)
+                .unwrap();
+            repo.add_target(&format!("{name}.image"), &image_file)
+                .unwrap();
+        }
+        let out = dir.join("www");
+        repo.sign_and_publish(&out).unwrap();
+        let server = Server::start(&out);
+        Self {
+            slot_a,
+            slot_b,
+            boot_file,
+            key_file,
+            root_file,
+            base,
+            good,
+            flipped,
+            server,
+        }
+    }
+
+    /// The device's boot file with `[update]` pointing at this rig.
+    fn file(&self, device: &Device) -> AgentFile {
+        let mut file = device.file();
+        file.update = Some(UpdateSection {
+            compatible: HW.into(),
+            slot_a: self.slot_a.clone(),
+            slot_b: self.slot_b.clone(),
+            boot: format!("file:{}", self.boot_file.display()),
+            trusted_keys: vec![self.key_file.clone()],
+            threshold: 1,
+            repository: Some(UpdateRepository {
+                metadata_url: self.server.url("metadata"),
+                targets_url: self.server.url("targets"),
+                root_file: self.root_file.clone(),
+            }),
+            booted_slot: None,
+        });
+        file.validate().unwrap();
+        file
+    }
+
+    fn boot(&self) -> FileBootControl {
+        FileBootControl::open(&self.boot_file).unwrap()
+    }
+
+    fn record(&self, device: &Device, slot: SlotName) -> Option<Vec<u8>> {
+        SlotRecords::new(&device.state_dir.join(agent::UPDATE_DIR))
+            .unwrap()
+            .load(slot)
+            .unwrap()
+    }
+}
+
+async fn install(client: &mut Client, release: &str, password: Option<&str>) -> support::Reply {
+    let mut body = json!({ "release": release });
+    if let Some(p) = password {
+        body["current_password"] = json!(p);
+    }
+    client
+        .call(Method::POST, "/api/v1/update/install", Some(body))
+        .await
+}
+
+async fn update_status(client: &mut Client) -> Value {
+    let reply = client
+        .call(Method::GET, "/api/v1/update/status", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body
+}
+
+async fn create_account(owner: &mut Client, account: &str, role: &str, password: &str) {
+    let created = owner
+        .call(
+            Method::POST,
+            "/api/v1/accounts",
+            Some(json!({
+                "account": account,
+                "role": role,
+                "password": password,
+                "current_password": OWNER_PASSWORD,
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+}
+
+/// The events the agent recorded (read after it stopped).
+fn events(device: &Device) -> Vec<store::eventlog::Exported> {
+    let store_dir = device.state_dir.join("store");
+    let keystore = device.parts(device.file()).keystore;
+    let store = store::Store::open(&store_dir, keystore).unwrap();
+    store::eventlog::export(&store_dir, &store).unwrap()
+}
+
+/// Issue #5 must-hold: an install requested by a viewer, an operator or an
+/// unauthenticated client is refused (401/403/403), even with their own
+/// passwords re-entered, and so is the owner without the password; slot B
+/// gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_by_viewer_operator_or_stranger_is_refused() {
+    let device = Device::provision();
+    let rig = Rig::new_blocking(&device);
+    let agent = device.start_with(rig.file(&device)).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let root = device.root();
+    let mut owner = support::claimed(addr, &device).await;
+    support::create_viewer(&mut owner).await;
+    create_account(&mut owner, "operator", "operator", OPERATOR_PASSWORD).await;
+    let mut viewer = support::session(addr, &root, "viewer", VIEWER_PASSWORD).await;
+    let mut operator = support::session(addr, &root, "operator", OPERATOR_PASSWORD).await;
+    let mut stranger = Client::connect(addr, &root).await;
+
+    let reply = install(&mut stranger, GOOD, None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+    assert_error_body(&reply);
+    let reply = install(&mut viewer, GOOD, Some(VIEWER_PASSWORD)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "viewer: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["error"], "forbidden");
+    let reply = install(&mut operator, GOOD, Some(OPERATOR_PASSWORD)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "operator: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["error"], "forbidden");
+    let reply = install(&mut owner, GOOD, None).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "owner without password: {:?}",
+        reply.body
+    );
+
+    // Viewers may read the update status; nothing was written.
+    let status = update_status(&mut viewer).await;
+    assert_eq!(status["boot"]["trial"], Value::Null, "{status}");
+    assert_eq!(status["slots"][1]["release"], Value::Null, "{status}");
+    assert_eq!(status["last_install"], Value::Null, "{status}");
+    assert!(!rig.slot_b.exists(), "slot B was written");
+    assert_eq!(rig.record(&device, SlotName::B), None);
+    let notes = support::notifications(&mut owner).await;
+    assert!(
+        notes.iter().all(|n| n["kind"] != "update_available"),
+        "{notes:?}"
+    );
+    agent.shutdown().await;
+}
+
+/// The owner with the password installs a signed release from the TUF
+/// repository: 200, slot B holds the image byte for byte, the boot loader
+/// tries B once, the user was warned before the interruption; after the
+/// simulated boot into B and an agent restart, the start-up check commits
+/// B and raises the security floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_installs_a_signed_release_and_the_trial_commits_after_boot() {
+    let device = Device::provision();
+    let rig = Rig::new_blocking(&device);
+    let file = rig.file(&device);
+    let agent = device.start_with(file.clone()).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+
+    let before = update_status(&mut owner).await;
+    assert_eq!(before["configured"], true);
+    assert_eq!(before["fail_safe"], false);
+    assert_eq!(before["boot"]["active"], "a");
+    assert_eq!(
+        before["slots"][0]["release"]["version"], "1.0.0",
+        "{before}"
+    );
+    assert_eq!(
+        before["security_floor"], 1,
+        "committed release raises the floor at start"
+    );
+
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["outcome"], "installed");
+    assert_eq!(reply.body["version"], "2.0.0");
+    assert_eq!(reply.body["slot"], "b");
+    assert_eq!(std::fs::read(&rig.slot_b).unwrap(), rig.good);
+    assert_eq!(
+        std::fs::read(&rig.slot_a).unwrap(),
+        rig.base,
+        "active slot touched"
+    );
+
+    let status = update_status(&mut owner).await;
+    assert_eq!(status["boot"]["active"], "a", "{status}");
+    assert_eq!(status["boot"]["booted"], "a", "{status}");
+    assert_eq!(status["boot"]["trial"]["slot"], "b", "{status}");
+    assert_eq!(
+        status["slots"][1]["release"]["version"], "2.0.0",
+        "{status}"
+    );
+    assert_eq!(status["slots"][1]["release"]["security_version"], 2);
+    assert_eq!(status["last_install"]["release"], GOOD);
+    let notes = support::notifications(&mut owner).await;
+    let warned = notes
+        .iter()
+        .find(|n| n["kind"] == "update_available")
+        .unwrap_or_else(|| panic!("no update_available notification: {notes:?}"));
+    assert_eq!(warned["severity"], "warning");
+    assert_eq!(warned["detail"]["version"], "2.0.0");
+    agent.shutdown().await;
+
+    // Power-on: the boot loader tries B once.
+    assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    let after = update_status(&mut owner).await;
+    assert_eq!(after["boot"]["active"], "b", "{after}");
+    assert_eq!(after["boot"]["booted"], "b", "{after}");
+    assert_eq!(after["boot"]["trial"], Value::Null, "{after}");
+    assert_eq!(after["security_floor"], 2, "{after}");
+    assert_eq!(after["fail_safe"], false);
+    assert_eq!(rig.boot().state().unwrap().active, SlotName::B);
+    // The next power-on stays on B.
+    agent.shutdown().await;
+    assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
+
+    let events = events(&device);
+    let installed = events
+        .iter()
+        .find(|e| e.event.action == "update.install")
+        .expect("install event");
+    assert_eq!(installed.event.outcome, store::eventlog::Outcome::Success);
+    assert!(
+        installed.event.detail.contains(GOOD),
+        "{:?}",
+        installed.event
+    );
+    assert_eq!(installed.event.actor.as_deref(), Some("owner"));
+    assert!(events.iter().any(|e| e.event.action == "update.commit"));
+}
+
+/// A release whose image has one byte flipped (the TUF metadata is
+/// consistent with the flipped image, so only the signed manifest's chunk
+/// hashes can catch it) is refused with 400 naming the chunk; slot B gets
+/// no record and no trial mark, and the bad chunk never reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_with_a_flipped_byte_is_refused_at_its_chunk_and_slot_b_stays_unbootable() {
+    let device = Device::provision();
+    let rig = Rig::new_blocking(&device);
+    let agent = device.start_with(rig.file(&device)).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+
+    let reply = install(&mut owner, FLIPPED, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+    assert_eq!(reply.body["error"], "release-refused");
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("chunk {FLIPPED_CHUNK} ")),
+        "{message}"
+    );
+    assert_eq!(
+        rig.record(&device, SlotName::B),
+        None,
+        "slot B has a record"
+    );
+    assert_eq!(rig.boot().state().unwrap().tried, None, "slot B marked");
+    let written = std::fs::read(&rig.slot_b).unwrap_or_default();
+    let bad = FLIPPED_CHUNK * CHUNK..(FLIPPED_CHUNK + 1) * CHUNK;
+    assert!(
+        written.get(bad.clone()) != rig.flipped.get(bad.clone())
+            || written.get(bad.clone()).is_none(),
+        "chunk {FLIPPED_CHUNK} reached the slot"
+    );
+    let status = update_status(&mut owner).await;
+    assert_eq!(status["last_install"]["outcome"], "failed", "{status}");
+    assert_eq!(status["slots"][1]["release"], Value::Null, "{status}");
+
+    // A release the repository does not list: 404; a bad name: 400.
+    let reply = install(&mut owner, "9.9.9", Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{:?}", reply.body);
+    let reply = install(&mut owner, "../etc", Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+
+    // The good release still installs afterwards.
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(std::fs::read(&rig.slot_b).unwrap(), rig.good);
+    agent.shutdown().await;
+    let failed = events(&device)
+        .into_iter()
+        .find(|e| e.event.action == "update.install")
+        .expect("install event");
+    assert_eq!(failed.event.outcome, store::eventlog::Outcome::Failure);
+    assert!(failed.event.detail.contains(FLIPPED), "{:?}", failed.event);
+}
+
+/// Issue #5 must-hold, fail-safe: the running slot's image is corrupted;
+/// the agent starts in fail-safe mode (status says so with the finding, a
+/// critical integrity_failure notification, an Alert event, every other
+/// route 503 `fail-safe`, the maintenance listener closed), and recovers
+/// after a valid release is installed, booted and verified at the next
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_running_slot_enters_fail_safe_until_a_valid_release_is_installed() {
+    let device = Device::provision();
+    let rig = Rig::new_blocking(&device);
+    let mut corrupted = rig.base.clone();
+    corrupted[2 * CHUNK + 5] ^= 0x80;
+    std::fs::write(&rig.slot_a, &corrupted).unwrap();
+    let mut file = rig.file(&device);
+    file.api.maintenance_listen = Some("127.0.0.1:0".parse().unwrap());
+    file.interfaces.maintenance_api = true;
+
+    let agent = device.start_with(file.clone()).await;
+    assert_eq!(
+        agent.local_addr(agent::MAINTENANCE_API).await,
+        None,
+        "maintenance listener open in fail-safe mode"
+    );
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    // Claim and login are on the allow-list.
+    let mut owner = support::claimed(addr, &device).await;
+    let status = owner.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status.status, StatusCode::OK, "{:?}", status.body);
+    assert_eq!(status.body["fail_safe"], true, "{:?}", status.body);
+    let finding = status.body["integrity_failure"].as_str().unwrap();
+    assert!(
+        finding.contains("slot a differs from its release at chunk 2"),
+        "{finding}"
+    );
+    for (method, path) in [
+        (Method::GET, "/api/v1/config"),
+        (Method::GET, "/api/v1/accounts"),
+        (Method::GET, "/api/v1/interfaces"),
+        (Method::GET, "/api/v1/disclosure"),
+    ] {
+        let reply = owner.call(method.clone(), path, None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}"
+        );
+        assert_eq!(reply.body["error"], "fail-safe", "{method} {path}");
+    }
+    let update = update_status(&mut owner).await;
+    assert_eq!(update["fail_safe"], true);
+    let notes = support::notifications(&mut owner).await;
+    let alert = notes
+        .iter()
+        .find(|n| n["kind"] == "integrity_failure")
+        .unwrap_or_else(|| panic!("no integrity_failure notification: {notes:?}"));
+    assert_eq!(alert["severity"], "critical");
+    assert!(
+        alert["detail"]["finding"]
+            .as_str()
+            .unwrap()
+            .contains("chunk 2")
+    );
+    // The document says so too.
+    let doc = owner.call(Method::GET, "/api/v1/openapi.json", None).await;
+    assert!(doc.body["paths"]["/api/v1/config"]["get"]["responses"]["503"].is_object());
+    assert!(doc.body["paths"]["/api/v1/status"]["get"]["responses"]["503"].is_null());
+
+    // Recovery: install a valid release over the recovery channel.
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    agent.shutdown().await;
+    let alert_event = events(&device)
+        .into_iter()
+        .find(|e| e.event.action == "update.integrity")
+        .expect("integrity event");
+    assert_eq!(alert_event.event.severity, store::eventlog::Severity::Alert);
+    assert_eq!(alert_event.event.outcome, store::eventlog::Outcome::Failure);
+
+    assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    assert!(
+        agent.local_addr(agent::MAINTENANCE_API).await.is_some(),
+        "maintenance listener closed after recovery"
+    );
+    let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    let status = owner.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status.body["fail_safe"], false, "{:?}", status.body);
+    assert_eq!(status.body["integrity_failure"], Value::Null);
+    let config = owner.call(Method::GET, "/api/v1/config", None).await;
+    assert_eq!(config.status, StatusCode::OK, "{:?}", config.body);
+    let update = update_status(&mut owner).await;
+    assert_eq!(update["boot"]["active"], "b", "{update}");
+    assert_eq!(update["slots"][1]["release"]["version"], "2.0.0");
+    agent.shutdown().await;
+}
