@@ -57,6 +57,11 @@ enum Command {
     #[cfg(feature = "maker")]
     #[command(subcommand)]
     Update(cmd::update::UpdateCommand),
+    /// Black-box ISO/IEC 27402 conformance assessment of a device over the
+    /// network. Exit code 0: no check failed; 1: a check failed; 2: the
+    /// device could not be assessed.
+    #[cfg(feature = "maker")]
+    Assess(cmd::assess::AssessArgs),
     /// The tamper-evident event log.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
@@ -81,6 +86,17 @@ fn main() -> ExitCode {
         Command::Log(c) => cmd::log::run(&cli.state_dir, c),
         #[cfg(feature = "maker")]
         Command::Update(c) => cmd::update::run(c),
+        #[cfg(feature = "maker")]
+        Command::Assess(args) => {
+            return match cmd::assess::run(args) {
+                Ok(cmd::assess::Outcome::NoFailure) => ExitCode::SUCCESS,
+                Ok(cmd::assess::Outcome::Failure) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

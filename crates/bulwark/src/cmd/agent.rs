@@ -33,8 +33,10 @@ pub(crate) fn run(state_dir: &Path, args: AgentArgs) -> Result<()> {
                 .with_context(|| format!("in {}", path.display()))?
         }
         None => {
-            let mut file = agent_config::AgentFile::default();
-            file.state_dir = state_dir.to_path_buf();
+            let file = agent_config::AgentFile {
+                state_dir: state_dir.to_path_buf(),
+                ..Default::default()
+            };
             if identity::provision::load(state_dir).is_err() {
                 super::dev::run(state_dir)?;
                 println!();

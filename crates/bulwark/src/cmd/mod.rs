@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub(crate) mod agent;
+#[cfg(feature = "maker")]
+pub(crate) mod assess;
 pub(crate) mod ca;
 #[cfg(feature = "maker")]
 pub(crate) mod comply;
