@@ -17,11 +17,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -163,10 +161,7 @@ pub(crate) fn app(shared: Arc<Shared>, limits: Limits) -> anyhow::Result<(Router
     // load shedding, per-client rate limit; the guard sits on the routes.
     let stack = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            limits.request_timeout,
-        ))
+        .layer(from_fn_with_state(limits, timeout))
         .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             ApiError::Unavailable
@@ -175,6 +170,25 @@ pub(crate) fn app(shared: Arc<Shared>, limits: Limits) -> anyhow::Result<(Router
         .concurrency_limit(limits.max_concurrent)
         .layer(from_fn_with_state(shared, rate_limit));
     Ok((guarded.layer(stack), table))
+}
+
+/// The path whose requests may run as long as an install takes (a slot
+/// write of a large image); every other request has the configured limit.
+const INSTALL_PATH: &str = "/api/v1/update/install";
+/// How long an install request may take.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Request timeout: the configured limit, or an hour for an install.
+async fn timeout(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let limit = if request.uri().path() == INSTALL_PATH {
+        INSTALL_TIMEOUT
+    } else {
+        limits.request_timeout
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
