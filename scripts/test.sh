@@ -54,4 +54,14 @@ if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("schema
     || python3 -m pip install --quiet --break-system-packages "${schemathesis_pin}"
 fi
 
+# pymodbus (PyPI, pinned): the real Modbus TCP server behind the
+# gateway's Modbus proxy (crates/gateway/tests/modbus.rs). Installed only
+# when missing.
+pymodbus_pin="pymodbus==3.16.1"
+if ! python3 -c 'import pymodbus' 2>/dev/null; then
+  echo "installing: ${pymodbus_pin}"
+  python3 -m pip install --quiet "${pymodbus_pin}" \
+    || python3 -m pip install --quiet --break-system-packages "${pymodbus_pin}"
+fi
+
 cargo test --workspace --all-features --locked "$@"

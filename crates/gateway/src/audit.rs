@@ -18,6 +18,10 @@ pub mod action {
     pub const MQTT_REFUSED: &str = "gateway.mqtt.refused";
     /// A device connected and its CONNECT was forwarded.
     pub const MQTT_CONNECTED: &str = "gateway.mqtt.connected";
+    /// A Modbus request (or server response) was refused.
+    pub const MODBUS_REFUSED: &str = "gateway.modbus.refused";
+    /// A Modbus device connected and was bound to a policy device.
+    pub const MODBUS_CONNECTED: &str = "gateway.modbus.connected";
     /// A device was put in quarantine.
     pub const QUARANTINE_START: &str = "gateway.quarantine.start";
     /// The upstream broker could not be reached.

@@ -1,6 +1,6 @@
 //! Bulwark's gateway: protocol-aware, inline protection of the devices
 //! behind it (issue 6; clause 5.2.6.2 of ISO/IEC 27402 applied to device
-//! traffic). This slice covers MQTT 3.1.1 and 5.
+//! traffic). This slice covers MQTT 3.1.1 and 5, and Modbus TCP.
 //!
 //! Main types, outermost first:
 //! - [`MqttProxy`]: accepts devices over mutual TLS, connects each to the
@@ -15,6 +15,11 @@
 //!   whole on reload.
 //! - [`limit`]: per-device token buckets and [`Quarantine`].
 //! - [`Audit`]: where refusals and quarantines are reported.
+//! - [`ModbusProxy`] over [`modbus::codec`] (MBAP framing, exact PDU
+//!   lengths) and [`modbus::inspect`] (per-device unit ids, function codes
+//!   and address ranges from the policy's `[modbus]` part; responses
+//!   matched to outstanding requests). Plain TCP: devices are known by
+//!   source address.
 //!
 //! ```no_run
 //! # async fn run(tls: std::sync::Arc<rustls::ServerConfig>) -> gateway::Result<()> {
@@ -64,6 +69,7 @@
 pub mod audit;
 mod error;
 pub mod limit;
+pub mod modbus;
 pub mod mqtt;
 pub mod policy;
 pub mod proxy;
@@ -72,6 +78,7 @@ pub mod topic;
 pub use audit::{Audit, GatewayEvent, MemoryAudit, TracingAudit};
 pub use error::{Error, Result};
 pub use limit::{Quarantine, Quarantined};
+pub use modbus::proxy::{ModbusProxy, ModbusProxyConfig};
 pub use mqtt::inspect::{Inspected, PeerIdentity, Session, Violation, ViolationKind};
 pub use policy::{Policy, PolicyHandle};
 pub use proxy::{MqttProxy, ProxyConfig};

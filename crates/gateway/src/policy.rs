@@ -30,6 +30,9 @@
 //! rules = { publish = ["status/%c"] }   # added to the group's rules
 //! ```
 //!
+//! Modbus TCP devices are named by source address in a separate
+//! `[modbus]` part, see [`modbus`].
+//!
 //! A device's rules are its group's rules with its own on top: topic lists
 //! are joined, single values are overridden. Unset values take the most
 //! restrictive default (no topics, QoS 0, no retain).
@@ -44,6 +47,8 @@ use serde::Deserialize;
 
 use crate::topic::Pattern;
 use crate::{Error, Result};
+
+pub mod modbus;
 
 const DEFAULT_MAX_PACKET: usize = 65_536;
 const DEFAULT_LEVELS: usize = 16;
@@ -61,6 +66,8 @@ struct File {
     groups: HashMap<String, RulesFile>,
     #[serde(default)]
     devices: Vec<DeviceFile>,
+    #[serde(default)]
+    modbus: modbus::ModbusFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +211,8 @@ pub struct Policy {
     pub limits: Limits,
     /// Quarantine rule.
     pub quarantine: QuarantineRule,
+    /// The `[modbus]` part: devices by source address.
+    pub modbus: modbus::ModbusPolicy,
     devices: Vec<Device>,
     by_identity: HashMap<String, usize>,
 }
@@ -380,9 +389,11 @@ impl Policy {
                 rules,
             });
         }
+        let modbus = modbus::ModbusPolicy::validate(file.modbus)?;
         Ok(Self {
             limits,
             quarantine,
+            modbus,
             devices,
             by_identity,
         })

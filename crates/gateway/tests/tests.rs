@@ -6,6 +6,8 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Modbus TCP through the gateway against a real pymodbus server.
+mod modbus;
 mod support;
 
 use std::sync::Arc;
