@@ -54,6 +54,7 @@
 //! | `auth.lockout_after`       | 10             | 3..=10                    | 11..=100              | > 100            | < 3          |
 //! | `auth.lockout_secs`        | 900            | 300..=86400               | 60..=299              | < 60             | > 86400      |
 //! | `tls.min_version`          | "1.3"          | "1.3"                     | "1.2"                 | below 1.2 (not expressible) | — |
+//! | `updates.automatic`        | true           | true                      | false                 | —                | —            |
 //!
 //! Refusals past the floor are [`Error::BelowSecurityFloor`]; missing
 //! acknowledgements are [`Error::WeakeningNotAcknowledged`]; values too
@@ -108,8 +109,8 @@ pub use file::{
     UpdateSection, Webhook,
 };
 pub use settings::{
-    AuthSettings, DeviceInfo, DeviceSettings, LogLevel, LoggingSettings, MAX_SETTINGS_JSON_BYTES,
-    TelemetrySettings, TimeSettings, TlsSettings, TlsVersion, Validated, WEAKENABLE_SETTINGS,
-    Weakening,
+    AuthSettings, DeviceInfo, DeviceSettings, InstallMode, LogLevel, LoggingSettings,
+    MAX_SETTINGS_JSON_BYTES, MaintenanceWindow, TelemetrySettings, TimeOfDay, TimeSettings,
+    TlsSettings, TlsVersion, UpdateSettings, Validated, WEAKENABLE_SETTINGS, Weakening, Weekday,
 };
 pub use version::Versioned;

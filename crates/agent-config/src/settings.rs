@@ -30,10 +30,13 @@ pub struct DeviceSettings {
     pub logging: LoggingSettings,
     /// Telemetry to the manufacturer (off unless the owner opts in).
     pub telemetry: TelemetrySettings,
+    /// Software update policy (5.2.7.2 b).
+    pub updates: UpdateSettings,
     /// Dotted paths of settings deliberately set weaker than their secure
     /// default. Only the weakenable settings may be named: `auth.session_idle_secs`,
-    /// `auth.lockout_after`, `auth.lockout_secs`, `tls.min_version`.
-    #[schema(max_items = 4)]
+    /// `auth.lockout_after`, `auth.lockout_secs`, `tls.min_version`,
+    /// `updates.automatic`.
+    #[schema(max_items = 5)]
     pub danger_acknowledged: Vec<String>,
 }
 
@@ -192,6 +195,174 @@ impl Default for TelemetrySettings {
     }
 }
 
+/// `updates` section: the software update policy (ISO/IEC 27402
+/// 5.2.7.2 b).
+///
+/// The agent checks the update repository every `check_interval_secs`
+/// plus a random delay of up to `jitter_secs` (so that a fleet does not
+/// call at once), announces a newer release once (`notify_available`) and,
+/// with `automatic` on and `install` `automatic`, installs it inside the
+/// maintenance `window` (anytime without one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateSettings {
+    /// Whether the device checks for and installs security updates on its
+    /// own (on by default); off needs acknowledgement (`updates.automatic`).
+    pub automatic: bool,
+    /// Whether a release found by a check is installed without asking
+    /// (`automatic`) or waits for an owner or a granted service (`manual`).
+    pub install: InstallMode,
+    /// Seconds between checks.
+    #[schema(minimum = 3600, maximum = 604800)]
+    pub check_interval_secs: u32,
+    /// Largest random delay added to each interval, in seconds.
+    #[schema(minimum = 0, maximum = 3600)]
+    pub jitter_secs: u32,
+    /// When automatic installs may run; absent: at any time.
+    pub window: Option<MaintenanceWindow>,
+    /// Whether a newer release raises an `update_available` notification.
+    pub notify_available: bool,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            install: InstallMode::Automatic,
+            check_interval_secs: 21_600,
+            jitter_secs: 900,
+            window: None,
+            notify_available: true,
+        }
+    }
+}
+
+/// Whether releases found by a check are installed without asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallMode {
+    /// Installed by the device, inside the maintenance window.
+    #[default]
+    Automatic,
+    /// Announced only; an owner or a granted service installs it.
+    Manual,
+}
+
+/// A weekly maintenance window: from `start` to `end` on each of `days`.
+///
+/// Times are evaluated in UTC: the agent does not read time zone data
+/// yet, so `time.timezone` does not move the window. An `end` earlier
+/// than `start` wraps past midnight into the next day (the window belongs
+/// to the day it starts on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// The days the window opens on, each at most once.
+    #[schema(min_items = 1, max_items = 7)]
+    pub days: Vec<Weekday>,
+    /// When it opens, `HH:MM` (UTC).
+    #[schema(value_type = String, pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    pub start: TimeOfDay,
+    /// When it closes, `HH:MM` (UTC), not equal to `start`.
+    #[schema(value_type = String, pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    pub end: TimeOfDay,
+}
+
+impl MaintenanceWindow {
+    /// Whether the window is open on `day` at `time` (both UTC).
+    pub fn contains(&self, day: Weekday, time: TimeOfDay) -> bool {
+        let on = |d: Weekday| self.days.contains(&d);
+        if self.start <= self.end {
+            on(day) && self.start <= time && time < self.end
+        } else {
+            // Wraps past midnight: the late part of a listed day, or the
+            // early part of the day after one.
+            (on(day) && time >= self.start) || (on(day.previous()) && time < self.end)
+        }
+    }
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    /// The day before.
+    pub fn previous(self) -> Self {
+        match self {
+            Self::Mon => Self::Sun,
+            Self::Tue => Self::Mon,
+            Self::Wed => Self::Tue,
+            Self::Thu => Self::Wed,
+            Self::Fri => Self::Thu,
+            Self::Sat => Self::Fri,
+            Self::Sun => Self::Sat,
+        }
+    }
+}
+
+/// A time of day to the minute, written `HH:MM` (00:00 to 23:59).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeOfDay {
+    minutes: u16,
+}
+
+impl TimeOfDay {
+    /// `hour:minute`; `None` past 23:59.
+    pub fn new(hour: u8, minute: u8) -> Option<Self> {
+        (hour < 24 && minute < 60).then(|| Self {
+            minutes: u16::from(hour) * 60 + u16::from(minute),
+        })
+    }
+
+    /// Minutes since midnight.
+    pub fn minutes(self) -> u16 {
+        self.minutes
+    }
+}
+
+impl TryFrom<String> for TimeOfDay {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        let bad = || {
+            format!(
+                "{:?} is not a time of day HH:MM (00:00 to 23:59)",
+                truncate(&text)
+            )
+        };
+        let b = text.as_bytes();
+        if b.len() != 5 || b.get(2) != Some(&b':') {
+            return Err(bad());
+        }
+        let two = |i: usize| -> Option<u8> {
+            let (h, l) = (*b.get(i)?, *b.get(i + 1)?);
+            (h.is_ascii_digit() && l.is_ascii_digit()).then(|| (h - b'0') * 10 + (l - b'0'))
+        };
+        match (two(0), two(3)) {
+            (Some(h), Some(m)) => Self::new(h, m).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl From<TimeOfDay> for String {
+    fn from(t: TimeOfDay) -> Self {
+        format!("{:02}:{:02}", t.minutes / 60, t.minutes % 60)
+    }
+}
+
 /// One setting that is weaker than its secure default, acknowledged in
 /// `danger_acknowledged`. The agent raises a warning for each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -283,14 +454,16 @@ const LOCKOUT_SECS: Rule = Rule {
     weaker: Weaker::Lower,
 };
 const TLS_MIN_VERSION: &str = "tls.min_version";
+const UPDATES_AUTOMATIC: &str = "updates.automatic";
 
 /// The settings that may be weakened with an acknowledgement: the names
 /// `danger_acknowledged` accepts.
-pub const WEAKENABLE_SETTINGS: [&str; 4] = [
+pub const WEAKENABLE_SETTINGS: [&str; 5] = [
     SESSION_IDLE_SECS.field,
     LOCKOUT_AFTER.field,
     LOCKOUT_SECS.field,
     TLS_MIN_VERSION,
+    UPDATES_AUTOMATIC,
 ];
 
 impl Rule {
@@ -427,10 +600,57 @@ impl DeviceSettings {
             86400,
         )?;
 
+        self.check_updates(ack, &mut weakenings)?;
+
         Ok(Validated {
             settings: self.clone(),
             weakenings,
         })
+    }
+
+    fn check_updates(&self, ack: &[String], weakenings: &mut Vec<Weakening>) -> Result<()> {
+        let updates = &self.updates;
+        if !updates.automatic {
+            acknowledge(UPDATES_AUTOMATIC, ack)?;
+            weakenings.push(Weakening {
+                field: UPDATES_AUTOMATIC.to_owned(),
+                secure_default: "true".to_owned(),
+                value: "false".to_owned(),
+            });
+        }
+        check::range(
+            "updates.check_interval_secs",
+            updates.check_interval_secs,
+            3600,
+            604_800,
+        )?;
+        check::range("updates.jitter_secs", updates.jitter_secs, 0, 3600)?;
+        if let Some(window) = &updates.window {
+            if window.days.is_empty() {
+                return Err(check::invalid(
+                    "updates.window.days",
+                    "at least one of mon, tue, wed, thu, fri, sat, sun",
+                ));
+            }
+            for (i, day) in window.days.iter().enumerate() {
+                if window
+                    .days
+                    .get(..i)
+                    .is_some_and(|before| before.contains(day))
+                {
+                    return Err(Error::Duplicate {
+                        field: format!("updates.window.days[{i}]"),
+                    });
+                }
+            }
+            if window.start == window.end {
+                return Err(check::invalid(
+                    "updates.window.end",
+                    "a time other than updates.window.start",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_acknowledgements(&self) -> Result<()> {
@@ -937,10 +1157,175 @@ mod tests {
     }
 
     #[test]
+    fn update_defaults_are_automatic_and_notify() {
+        let u = DeviceSettings::default().updates;
+        assert!(u.automatic);
+        assert_eq!(u.install, InstallMode::Automatic);
+        assert_eq!((u.check_interval_secs, u.jitter_secs), (21_600, 900));
+        assert_eq!(u.window, None);
+        assert!(u.notify_available);
+        let v = with(r#"{"updates": {}}"#).unwrap();
+        assert_eq!(v.settings().updates, u);
+    }
+
+    #[test]
+    fn turning_automatic_updates_off_needs_acknowledgement() {
+        let err = with(r#"{"updates": {"automatic": false}}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::WeakeningNotAcknowledged { field } if field == "updates.automatic"),
+            "{err:?}"
+        );
+        let v = with(
+            r#"{"updates": {"automatic": false}, "danger_acknowledged": ["updates.automatic"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v.weakenings(),
+            [Weakening {
+                field: "updates.automatic".into(),
+                secure_default: "true".into(),
+                value: "false".into()
+            }]
+        );
+        // Manual install still announces every release: not a weakening.
+        let v = with(r#"{"updates": {"install": "manual"}}"#).unwrap();
+        assert!(v.weakenings().is_empty());
+        assert_eq!(v.settings().updates.install, InstallMode::Manual);
+        assert!(matches!(
+            with(r#"{"updates": {"install": "never"}}"#),
+            Err(Error::InvalidField { field, .. }) if field == "updates.install"
+        ));
+    }
+
+    #[test]
+    fn update_interval_and_jitter_ranges() {
+        let u = |interval: u32, jitter: u32| {
+            with(&format!(
+                r#"{{"updates": {{"check_interval_secs": {interval}, "jitter_secs": {jitter}}}}}"#
+            ))
+        };
+        assert!(u(3600, 0).is_ok());
+        assert!(u(604_800, 3600).is_ok());
+        for (interval, jitter, field) in [
+            (3599, 0, "updates.check_interval_secs"),
+            (604_801, 0, "updates.check_interval_secs"),
+            (3600, 3601, "updates.jitter_secs"),
+        ] {
+            assert!(
+                matches!(u(interval, jitter), Err(Error::OutOfRange { field: f, .. }) if f == field),
+                "{interval} {jitter}"
+            );
+        }
+    }
+
+    #[test]
+    fn maintenance_window_format() {
+        let w = |json: &str| with(&format!(r#"{{"updates": {{"window": {json}}}}}"#));
+        let v = w(r#"{"days": ["sat", "sun"], "start": "22:30", "end": "04:00"}"#).unwrap();
+        let window = v.settings().updates.window.clone().unwrap();
+        assert_eq!(window.days, [Weekday::Sat, Weekday::Sun]);
+        assert_eq!(window.start, TimeOfDay::new(22, 30).unwrap());
+        assert_eq!(window.end.minutes(), 240);
+        // Round trip keeps the HH:MM form.
+        let json = serde_json::to_value(v.settings()).unwrap();
+        assert_eq!(json["updates"]["window"]["start"], "22:30");
+        assert_eq!(json["updates"]["window"]["end"], "04:00");
+        for bad in [
+            "24:00", "7:00", "07:60", "07-00", "", "07:00:00", "+1:00", "０7:00",
+        ] {
+            let err = w(&format!(
+                r#"{{"days": ["mon"], "start": "{bad}", "end": "05:00"}}"#
+            ))
+            .unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidField { field, .. } if field == "updates.window.start"),
+                "{bad}: {err:?}"
+            );
+        }
+        let err = w(r#"{"days": [], "start": "01:00", "end": "02:00"}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidFormat { field, .. } if field == "updates.window.days"),
+            "{err:?}"
+        );
+        let err =
+            w(r#"{"days": ["mon", "tue", "mon"], "start": "01:00", "end": "02:00"}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::Duplicate { field } if field == "updates.window.days[2]"),
+            "{err:?}"
+        );
+        let err = w(r#"{"days": ["mon"], "start": "01:00", "end": "01:00"}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidFormat { field, .. } if field == "updates.window.end"),
+            "{err:?}"
+        );
+        let err = w(r#"{"days": ["monday"], "start": "01:00", "end": "02:00"}"#).unwrap_err();
+        assert!(matches!(err, Error::InvalidField { .. }), "{err:?}");
+        let err =
+            w(r#"{"days": ["mon"], "start": "01:00", "end": "02:00", "tz": "x"}"#).unwrap_err();
+        assert!(matches!(err, Error::UnknownField { .. }), "{err:?}");
+    }
+
+    /// Window evaluation: inside and outside a same-day window, and a
+    /// window that wraps past midnight into the next day (also from Sunday
+    /// into Monday).
+    #[test]
+    fn maintenance_window_inside_outside_and_past_midnight() {
+        let t = |h, m| TimeOfDay::new(h, m).unwrap();
+        let day = MaintenanceWindow {
+            days: vec![Weekday::Tue, Weekday::Thu],
+            start: t(2, 0),
+            end: t(4, 30),
+        };
+        assert!(day.contains(Weekday::Tue, t(2, 0)));
+        assert!(day.contains(Weekday::Thu, t(4, 29)));
+        assert!(!day.contains(Weekday::Tue, t(4, 30)), "end is exclusive");
+        assert!(!day.contains(Weekday::Tue, t(1, 59)));
+        assert!(!day.contains(Weekday::Wed, t(3, 0)), "not a listed day");
+
+        let night = MaintenanceWindow {
+            days: vec![Weekday::Sat, Weekday::Sun],
+            start: t(23, 0),
+            end: t(3, 0),
+        };
+        assert!(night.contains(Weekday::Sat, t(23, 0)));
+        assert!(night.contains(Weekday::Sat, t(23, 59)));
+        assert!(night.contains(Weekday::Sun, t(0, 0)), "Saturday's window");
+        assert!(night.contains(Weekday::Sun, t(2, 59)));
+        assert!(night.contains(Weekday::Mon, t(1, 0)), "Sunday's window");
+        assert!(!night.contains(Weekday::Mon, t(3, 0)));
+        assert!(
+            !night.contains(Weekday::Sat, t(2, 0)),
+            "Friday is not listed"
+        );
+        assert!(!night.contains(Weekday::Sun, t(12, 0)));
+        assert!(!night.contains(Weekday::Mon, t(23, 30)));
+        assert_eq!(Weekday::Mon.previous(), Weekday::Sun);
+    }
+
+    #[test]
+    fn update_schema_states_validator_limits() {
+        use utoipa::PartialSchema;
+        let updates = serde_json::to_value(UpdateSettings::schema()).unwrap();
+        let p = &updates["properties"];
+        assert_eq!(p["check_interval_secs"]["minimum"], 3600);
+        assert_eq!(p["check_interval_secs"]["maximum"], 604_800);
+        assert_eq!(p["jitter_secs"]["minimum"], 0);
+        assert_eq!(p["jitter_secs"]["maximum"], 3600);
+        let window = serde_json::to_value(MaintenanceWindow::schema()).unwrap();
+        assert_eq!(window["properties"]["days"]["minItems"], 1);
+        assert_eq!(window["properties"]["days"]["maxItems"], 7);
+        let pattern = window["properties"]["start"]["pattern"].as_str().unwrap();
+        assert_eq!(pattern, r"^([01][0-9]|2[0-3]):[0-5][0-9]$");
+        let mode = serde_json::to_value(InstallMode::schema()).unwrap();
+        assert_eq!(mode["enum"], serde_json::json!(["automatic", "manual"]));
+    }
+
+    #[test]
     fn weakenable_settings_table_matches_rules() {
         for rule in [SESSION_IDLE_SECS, LOCKOUT_AFTER, LOCKOUT_SECS] {
             assert!(WEAKENABLE_SETTINGS.contains(&rule.field));
         }
+        assert!(WEAKENABLE_SETTINGS.contains(&UPDATES_AUTOMATIC));
         let d = AuthSettings::default();
         assert_eq!(MIN_PASSWORD_LENGTH.secure_default, d.min_password_length);
         assert_eq!(SESSION_IDLE_SECS.secure_default, d.session_idle_secs);

@@ -34,6 +34,10 @@
 //!   route but status, sign-in, notifications and updates (503
 //!   `fail-safe`), and only the management listener runs, until a valid
 //!   release is installed, booted and verified at the next start.
+//! - With `[update.repository]`, a scheduler task checks for releases
+//!   every `updates.check_interval_secs` (plus jitter) of the settings,
+//!   announces a newer one and installs it when the update policy allows
+//!   (see `updates::check_once`, shared with `POST /api/v1/update/check`).
 
 pub mod api;
 pub mod error;
@@ -95,6 +99,8 @@ pub struct RunningAgent {
     shared: Arc<Shared>,
     table: RouteTable,
     ticker: JoinHandle<()>,
+    /// The update scheduler, when `[update]` has a repository.
+    scheduler: Option<JoinHandle<()>>,
 }
 
 impl Agent {
@@ -237,10 +243,16 @@ impl Agent {
             ))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let ticker = tokio::spawn(tick(shared.clone()));
+        let scheduler = shared
+            .updates
+            .as_ref()
+            .is_some_and(|u| u.has_repository())
+            .then(|| tokio::spawn(updates::scheduler(shared.clone())));
         Ok(RunningAgent {
             shared,
             table,
             ticker,
+            scheduler,
         })
     }
 }
@@ -368,6 +380,9 @@ impl RunningAgent {
     /// writes a final signed checkpoint of the event log.
     pub async fn shutdown(self) {
         self.ticker.abort();
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.abort();
+        }
         self.shared.interfaces.stop_all().await;
         self.shared.record_quietly(Event::system(
             Severity::Notice,

@@ -13,6 +13,11 @@
 //!   verifies it ([`SignedManifest::verify`]: keys, threshold, hardware,
 //!   version, security floor) and streams `<release>.image` into the
 //!   inactive slot, each chunk verified before it is written.
+//! - [`check_once`] is one policy-driven update check (5.2.7.2 b), shared
+//!   by the scheduler task ([`scheduler`]) and `POST /api/v1/update/check`:
+//!   it finds the newest release that verifies for this device, announces
+//!   it once, and installs it when the settings' `updates` policy allows it
+//!   now, through the same [`run_install`] path as the install route.
 //!
 //! Design decisions:
 //! - Release files are two TUF targets named after the release
@@ -27,13 +32,20 @@
 //! - One install at a time: a flag taken before the work starts and
 //!   released by a guard the blocking task owns, so a request that times
 //!   out does not let a second install write the same slot.
+//! - Maintenance windows are evaluated in UTC whatever `time.timezone`
+//!   says: the agent reads no time zone data yet.
+//! - The release last announced is remembered in memory only: after a
+//!   restart the newest release is announced once more, which errs on the
+//!   side of telling the user.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use agent_config::{BootLoader, UpdateSection};
+use agent_config::{
+    BootLoader, InstallMode, MaintenanceWindow, TimeOfDay, UpdateSection, UpdateSettings, Weekday,
+};
 use anyhow::Context;
 use serde::Serialize;
 use update::anti_rollback::SecurityFloor;
@@ -43,6 +55,10 @@ use update::install::{Installer, ReaderSource};
 use update::manifest::{Device, Manifest, SignedManifest, TrustedKeys};
 use update::records::SlotRecords;
 use utoipa::ToSchema;
+
+use store::eventlog::{Event, Outcome, Severity};
+
+use crate::state::Shared;
 
 /// Where update state lives under the agent's state directory.
 pub const DIR: &str = "update";
@@ -57,9 +73,16 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 /// Largest provisioned root metadata read.
 const MAX_ROOT_FILE: u64 = 1024 * 1024;
 
+/// Most release manifests one check fetches: bounds the work a
+/// repository listing can cause.
+const MAX_CHECKED_RELEASES: usize = 256;
+
+/// The suffix of a release's manifest target.
+const MANIFEST_SUFFIX: &str = ".manifest.json";
+
 /// The TUF target holding a release's signed manifest.
 pub(crate) fn manifest_target(release: &str) -> String {
-    format!("{release}.manifest.json")
+    format!("{release}{MANIFEST_SUFFIX}")
 }
 
 /// The TUF target holding a release's image.
@@ -306,6 +329,8 @@ pub(crate) struct Updates {
     finding: RwLock<Option<String>>,
     installing: AtomicBool,
     last_install: Mutex<Option<InstallSummary>>,
+    /// Version code of the release last announced as available.
+    announced: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Updates {
@@ -403,6 +428,7 @@ impl Updates {
             finding: RwLock::new(None),
             installing: AtomicBool::new(false),
             last_install: Mutex::new(None),
+            announced: Mutex::new(None),
         })
     }
 
@@ -560,6 +586,117 @@ impl Updates {
         )
     }
 
+    /// A verified view of the repository (blocking: refreshes the TUF
+    /// metadata).
+    fn client(&self) -> Result<update_tuf::Client, InstallError> {
+        let repo = self.repository.as_ref().ok_or_else(|| {
+            InstallError::Busy("no update repository is configured ([update.repository])".into())
+        })?;
+        update_tuf::Client::new(
+            &repo.root,
+            &repo.metadata_url,
+            &repo.targets_url,
+            &self.dir.join("tuf"),
+            update_tuf::Limits {
+                max_fetch_target_size: update::manifest::MAX_WIRE_BYTES as u64,
+                ..update_tuf::Limits::default()
+            },
+        )
+        .map_err(tuf_error)
+    }
+
+    /// What a release is checked against.
+    fn device(&self) -> Result<Device, InstallError> {
+        Ok(Device {
+            compatible: self.compatible.clone(),
+            current_version_code: self.current_version_code().map_err(update_error)?,
+            security_floor: self.floor.get().map_err(update_error)?,
+        })
+    }
+
+    /// Finds the newest release in the repository (blocking): among the
+    /// releases that list both targets, the manifest with the highest
+    /// version code that is authentic for this device (release keys,
+    /// threshold, hardware). `available` tells whether it may be installed
+    /// now (newer than the running release, not below its minimum version
+    /// or the security floor). Manifests that do not verify are skipped
+    /// and logged: a bad release must not hide a good one.
+    pub(crate) fn find_newest(&self) -> Result<Found, InstallError> {
+        let client = self.client()?;
+        let targets = client.targets();
+        let names: std::collections::HashSet<&str> =
+            targets.iter().map(|t| t.name.as_str()).collect();
+        let releases: Vec<&str> = targets
+            .iter()
+            .filter_map(|t| t.name.strip_suffix(MANIFEST_SUFFIX))
+            .filter(|r| valid_release(r) && names.contains(image_target(r).as_str()))
+            .collect();
+        if releases.len() > MAX_CHECKED_RELEASES {
+            tracing::warn!(
+                releases = releases.len(),
+                checked = MAX_CHECKED_RELEASES,
+                "the update repository lists more releases than one check fetches"
+            );
+        }
+        let mut newest: Option<(String, Vec<u8>, Manifest)> = None;
+        for release in releases.into_iter().take(MAX_CHECKED_RELEASES) {
+            let wire = match client.fetch_target(&manifest_target(release)) {
+                Ok(wire) => wire,
+                Err(e @ update_tuf::Error::Io { .. }) => return Err(tuf_error(e)),
+                Err(e) => {
+                    tracing::warn!(%release, error = %e, "release manifest not fetched");
+                    continue;
+                }
+            };
+            let manifest = match SignedManifest::verify_installed(
+                &wire,
+                &self.trusted,
+                self.threshold,
+                &self.compatible,
+            ) {
+                Ok(authentic) => authentic.manifest().clone(),
+                Err(e) => {
+                    tracing::warn!(%release, error = %e, "release manifest does not verify");
+                    continue;
+                }
+            };
+            if newest
+                .as_ref()
+                .is_none_or(|(_, _, m)| manifest.version_code > m.version_code)
+            {
+                newest = Some((release.to_owned(), wire, manifest));
+            }
+        }
+        let device = self.device()?;
+        let available = newest.as_ref().is_some_and(|(_, wire, _)| {
+            SignedManifest::verify(wire, &self.trusted, self.threshold, &device).is_ok()
+        });
+        Ok(Found {
+            newest: newest.map(|(release, _, m)| NewestRelease {
+                release,
+                version: m.version,
+                version_code: m.version_code,
+                security_version: m.security_version,
+                image_size: m.image_size,
+            }),
+            installed_version_code: device.current_version_code,
+            available,
+        })
+    }
+
+    /// Whether `version_code` is announced for the first time (and
+    /// remembers it).
+    fn first_announcement(&self, version_code: u64) -> bool {
+        let Ok(mut announced) = self.announced.lock() else {
+            return true;
+        };
+        if announced.is_some_and(|a| a >= version_code) {
+            return false;
+        }
+        *announced = Some(version_code);
+        true
+    }
+
     /// Fetches, verifies and installs `release` into the inactive slot and
     /// marks it "try once" (blocking). `before_write` runs once the
     /// manifest verified and before the first byte is written: the
@@ -570,28 +707,11 @@ impl Updates {
         before_write: &dyn Fn(&Manifest),
     ) -> Result<InstallSummary, InstallError> {
         let started = Instant::now();
-        let repo = self.repository.as_ref().ok_or_else(|| {
-            InstallError::Busy("no update repository is configured ([update.repository])".into())
-        })?;
-        let client = update_tuf::Client::new(
-            &repo.root,
-            &repo.metadata_url,
-            &repo.targets_url,
-            &self.dir.join("tuf"),
-            update_tuf::Limits {
-                max_fetch_target_size: update::manifest::MAX_WIRE_BYTES as u64,
-                ..update_tuf::Limits::default()
-            },
-        )
-        .map_err(tuf_error)?;
+        let client = self.client()?;
         let wire = client
             .fetch_target(&manifest_target(release))
             .map_err(tuf_error)?;
-        let device = Device {
-            compatible: self.compatible.clone(),
-            current_version_code: self.current_version_code().map_err(update_error)?,
-            security_floor: self.floor.get().map_err(update_error)?,
-        };
+        let device = self.device()?;
         let verified = SignedManifest::verify(&wire, &self.trusted, self.threshold, &device)
             .map_err(update_error)?;
         before_write(verified.manifest());
@@ -615,6 +735,251 @@ impl Updates {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             finished_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
         })
+    }
+}
+
+/// What [`Updates::find_newest`] found.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    newest: Option<NewestRelease>,
+    installed_version_code: u64,
+    available: bool,
+}
+
+/// The newest release a check found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct NewestRelease {
+    /// The release's name in the repository.
+    release: String,
+    /// Human version.
+    version: String,
+    /// Monotonic version number.
+    version_code: u64,
+    /// Security version (anti-rollback).
+    security_version: u64,
+    /// Image size in bytes.
+    image_size: u64,
+}
+
+/// What one update check found and did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct CheckOutcome {
+    /// The newest release in the repository that is authentic for this
+    /// device (release keys, threshold, hardware); absent when there is
+    /// none.
+    newest: Option<NewestRelease>,
+    /// The version code of the running release (0 when unknown).
+    installed_version_code: u64,
+    /// Whether `newest` may be installed: newer than the running release
+    /// and not below its minimum version or the security floor.
+    available: bool,
+    /// The install the update policy started (automatic installs, inside
+    /// the maintenance window); absent when none ran.
+    automatic_install: Option<InstallSummary>,
+}
+
+/// Whether the maintenance window is open at `now` (UTC; no window: always).
+pub(crate) fn window_open(window: Option<&MaintenanceWindow>, now: time::OffsetDateTime) -> bool {
+    let Some(window) = window else {
+        return true;
+    };
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let day = match now.weekday() {
+        time::Weekday::Monday => Weekday::Mon,
+        time::Weekday::Tuesday => Weekday::Tue,
+        time::Weekday::Wednesday => Weekday::Wed,
+        time::Weekday::Thursday => Weekday::Thu,
+        time::Weekday::Friday => Weekday::Fri,
+        time::Weekday::Saturday => Weekday::Sat,
+        time::Weekday::Sunday => Weekday::Sun,
+    };
+    TimeOfDay::new(now.hour(), now.minute()).is_some_and(|t| window.contains(day, t))
+}
+
+/// Whether the policy lets the device install on its own at `now`.
+fn may_install_automatically(policy: &UpdateSettings, now: time::OffsetDateTime) -> bool {
+    policy.automatic
+        && policy.install == InstallMode::Automatic
+        && window_open(policy.window.as_ref(), now)
+}
+
+/// Installs `release` (blocking; the caller holds the install flag):
+/// warns the user before the first byte is written (5.2.7.2), and keeps
+/// the outcome as the last install. The caller records the event under
+/// its actor.
+pub(crate) fn run_install(
+    shared: &Shared,
+    engine: &Updates,
+    release: &str,
+) -> Result<InstallSummary, InstallError> {
+    let result = engine.install(release, &|manifest| {
+        shared.notify(
+            notify::Kind::UpdateAvailable,
+            notify::Severity::Warning,
+            "Installing an update: the device will be interrupted to restart into it",
+            serde_json::json!({
+                "release": release,
+                "version": manifest.version,
+                "security_version": manifest.security_version,
+                "image_size": manifest.image_size,
+            }),
+        );
+    });
+    match &result {
+        Ok(summary) => engine.remember(summary.clone()),
+        Err(e) => engine.remember(InstallSummary::failed(release, e)),
+    }
+    result
+}
+
+impl InstallSummary {
+    /// The report of an install that failed with `error`.
+    fn failed(release: &str, error: &InstallError) -> Self {
+        Self {
+            release: release.to_owned(),
+            outcome: "failed".into(),
+            message: Some(error.to_string()),
+            version: None,
+            slot: None,
+            downloaded_bytes: 0,
+            reused_bytes: 0,
+            chunks: 0,
+            duration_ms: 0,
+            finished_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+        }
+    }
+}
+
+/// One update check (blocking): finds the newest release, announces it
+/// once (`updates.notify_available`), and installs it when the policy
+/// allows an automatic install now and no other install runs. Events of
+/// an automatic install are recorded with the actor `system`.
+pub(crate) fn check_once(shared: &Shared) -> Result<CheckOutcome, InstallError> {
+    let updates = shared.updates.clone().ok_or_else(|| {
+        InstallError::Busy("updates are not configured on this device ([update])".into())
+    })?;
+    // A poisoned lock falls back to the secure defaults.
+    let policy = shared
+        .settings
+        .read()
+        .map(|s| s.settings.updates.clone())
+        .unwrap_or_default();
+    let found = updates.find_newest()?;
+    let mut outcome = CheckOutcome {
+        newest: found.newest,
+        installed_version_code: found.installed_version_code,
+        available: found.available,
+        automatic_install: None,
+    };
+    let Some(newest) = outcome.newest.clone().filter(|_| outcome.available) else {
+        return Ok(outcome);
+    };
+    if policy.notify_available && updates.first_announcement(newest.version_code) {
+        shared.notify(
+            notify::Kind::UpdateAvailable,
+            notify::Severity::Info,
+            &format!("Update {} is available", newest.version),
+            serde_json::json!({
+                "release": newest.release,
+                "version": newest.version,
+                "version_code": newest.version_code,
+                "security_version": newest.security_version,
+                "image_size": newest.image_size,
+            }),
+        );
+    }
+    if !may_install_automatically(&policy, time::OffsetDateTime::now_utc()) {
+        return Ok(outcome);
+    }
+    let Some(guard) = updates.try_begin() else {
+        tracing::info!(release = %newest.release, "automatic install deferred: another install is running");
+        return Ok(outcome);
+    };
+    let result = run_install(shared, &updates, &newest.release);
+    drop(guard);
+    let summary = match result {
+        Ok(summary) => {
+            shared.record_quietly(Event::system(
+                Severity::Notice,
+                "update.install",
+                Outcome::Success,
+                &format!(
+                    "automatic update: release {} (version {}) installed into slot {}; tried once on the next boot",
+                    summary.release,
+                    summary.version.as_deref().unwrap_or("?"),
+                    summary.slot.as_deref().unwrap_or("?"),
+                ),
+            ));
+            summary
+        }
+        Err(e) => {
+            shared.record_quietly(Event::system(
+                Severity::Warning,
+                "update.install",
+                Outcome::Failure,
+                &format!(
+                    "automatic update: release {} not installed: {e}",
+                    newest.release
+                ),
+            ));
+            InstallSummary::failed(&newest.release, &e)
+        }
+    };
+    outcome.automatic_install = Some(summary);
+    Ok(outcome)
+}
+
+/// A random delay in `0..=max_secs` seconds. Jitter only spreads a
+/// fleet's checks over time, so the standard library's randomly keyed
+/// hasher is random enough; it is not used for anything secret.
+fn jitter(max_secs: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        time::OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .unsigned_abs(),
+    );
+    std::time::Duration::from_secs(hasher.finish() % (u64::from(max_secs) + 1))
+}
+
+/// The update scheduler (5.2.7.2 b): every `updates.check_interval_secs`
+/// plus a random jitter, one [`check_once`]. The first check waits a full
+/// interval too, so a restart loop cannot turn into a check loop. The
+/// policy is read afresh before every wait and every check.
+pub(crate) async fn scheduler(shared: Arc<Shared>) {
+    loop {
+        let (interval, max_jitter) = shared
+            .settings
+            .read()
+            .map(|s| {
+                let u = &s.settings.updates;
+                (u.check_interval_secs, u.jitter_secs)
+            })
+            .unwrap_or_else(|_| {
+                let d = UpdateSettings::default();
+                (d.check_interval_secs, d.jitter_secs)
+            });
+        let wait = std::time::Duration::from_secs(u64::from(interval)) + jitter(max_jitter);
+        tokio::time::sleep(wait).await;
+        let worker = shared.clone();
+        match tokio::task::spawn_blocking(move || check_once(&worker)).await {
+            Ok(Ok(outcome)) => tracing::info!(
+                available = outcome.available,
+                installed_version_code = outcome.installed_version_code,
+                "update check done"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "update check failed");
+                shared.record_quietly(Event::system(
+                    Severity::Warning,
+                    "update.check",
+                    Outcome::Failure,
+                    &format!("scheduled update check failed: {e}"),
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "update check task failed"),
+        }
     }
 }
 
@@ -670,5 +1035,66 @@ mod tests {
         }
         assert_eq!(manifest_target("1.2.0"), "1.2.0.manifest.json");
         assert_eq!(image_target("1.2.0"), "1.2.0.image");
+    }
+
+    /// Window evaluation against the clock: a Friday 08:00 UTC instant is
+    /// inside a Friday morning window, outside a Thursday-night window
+    /// that ended at 06:00 and inside one that wraps past midnight to
+    /// 09:00; no window is always open, and offsets are converted to UTC.
+    #[test]
+    fn window_is_evaluated_in_utc_including_past_midnight() {
+        use agent_config::{MaintenanceWindow, TimeOfDay, Weekday};
+        let t = |h, m| TimeOfDay::new(h, m).unwrap();
+        let friday_0800 = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let window = |days: Vec<Weekday>, start, end| MaintenanceWindow { days, start, end };
+        assert!(window_open(None, friday_0800));
+        assert!(window_open(
+            Some(&window(vec![Weekday::Fri], t(7, 0), t(9, 0))),
+            friday_0800
+        ));
+        assert!(!window_open(
+            Some(&window(vec![Weekday::Fri], t(8, 1), t(9, 0))),
+            friday_0800
+        ));
+        assert!(!window_open(
+            Some(&window(vec![Weekday::Thu], t(22, 0), t(6, 0))),
+            friday_0800
+        ));
+        assert!(window_open(
+            Some(&window(vec![Weekday::Thu], t(22, 0), t(9, 0))),
+            friday_0800
+        ));
+        // The same instant seen from UTC+10 (18:00 local) is still 08:00 UTC.
+        let local = friday_0800.to_offset(time::UtcOffset::from_hms(10, 0, 0).unwrap());
+        assert!(window_open(
+            Some(&window(vec![Weekday::Fri], t(7, 0), t(9, 0))),
+            local
+        ));
+
+        let policy = |automatic, install| UpdateSettings {
+            automatic,
+            install,
+            ..UpdateSettings::default()
+        };
+        assert!(may_install_automatically(
+            &policy(true, InstallMode::Automatic),
+            friday_0800
+        ));
+        assert!(!may_install_automatically(
+            &policy(true, InstallMode::Manual),
+            friday_0800
+        ));
+        assert!(!may_install_automatically(
+            &policy(false, InstallMode::Automatic),
+            friday_0800
+        ));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        assert_eq!(jitter(0), std::time::Duration::ZERO);
+        for _ in 0..100 {
+            assert!(jitter(5) <= std::time::Duration::from_secs(5));
+        }
     }
 }

@@ -105,6 +105,7 @@ pub(crate) fn routes() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(disclosure::document))
         .routes(routes!(update::status))
         .routes(routes!(update::install))
+        .routes(routes!(update::check))
         .split_for_parts()
 }
 

@@ -2,7 +2,8 @@
 //! a release from the configured TUF repository. Installing needs the
 //! owner with the password re-entered, or a service granted
 //! `install-update` (5.2.7.1.2); both routes stay open in fail-safe mode,
-//! as the recovery channel.
+//! as the recovery channel. A check runs on demand too; it installs only
+//! what the settings' update policy would install on its own.
 
 use std::sync::Arc;
 
@@ -19,7 +20,10 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::guard::Caller;
 use crate::state::Shared;
-use crate::updates::{InstallError, InstallSummary, UpdateStatus, valid_release};
+use crate::updates::{
+    CheckOutcome, InstallError, InstallSummary, UpdateStatus, check_once, run_install,
+    valid_release,
+};
 
 /// Update status: boot state, the release in each slot, the security
 /// floor, fail-safe mode and the last install.
@@ -114,27 +118,12 @@ pub(crate) async fn install(
     // the install still runs to its end and holds the flag until then.
     let result = tokio::task::spawn_blocking(move || {
         let _guard = guard;
-        engine.install(&release, &|manifest| {
-            // 5.2.7.2: tell the user before the device's function is
-            // interrupted.
-            worker.notify(
-                notify::Kind::UpdateAvailable,
-                notify::Severity::Warning,
-                "Installing an update: the device will be interrupted to restart into it",
-                serde_json::json!({
-                    "release": release,
-                    "version": manifest.version,
-                    "security_version": manifest.security_version,
-                    "image_size": manifest.image_size,
-                }),
-            );
-        })
+        run_install(&worker, &engine, &release)
     })
     .await
     .map_err(|e| ApiError::internal("update install", e))?;
     match result {
         Ok(summary) => {
-            updates.remember(summary.clone());
             shared.record(actor_event(
                 &caller,
                 "update.install",
@@ -157,25 +146,54 @@ pub(crate) async fn install(
             event.severity = Severity::Warning;
             event.outcome = Outcome::Failure;
             shared.record_quietly(event);
-            updates.remember(InstallSummary {
-                release: request.release.clone(),
-                outcome: "failed".into(),
-                message: Some(message),
-                version: None,
-                slot: None,
-                downloaded_bytes: 0,
-                reused_bytes: 0,
-                chunks: 0,
-                duration_ms: 0,
-                finished_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
-            });
-            Err(match e {
-                InstallError::NotFound(m) => ApiError::NotFound(m),
-                InstallError::Refused(m) => ApiError::ReleaseRefused(m),
-                InstallError::Repository(m) => ApiError::BadGateway(m),
-                InstallError::Busy(m) => ApiError::Conflict(m),
-                InstallError::Internal(m) => ApiError::internal("update install", m),
-            })
+            Err(install_error(e))
         }
     }
+}
+
+fn install_error(e: InstallError) -> ApiError {
+    match e {
+        InstallError::NotFound(m) => ApiError::NotFound(m),
+        InstallError::Refused(m) => ApiError::ReleaseRefused(m),
+        InstallError::Repository(m) => ApiError::BadGateway(m),
+        InstallError::Busy(m) => ApiError::Conflict(m),
+        InstallError::Internal(m) => ApiError::internal("update", m),
+    }
+}
+
+/// Check the update repository now (5.2.7.2 b): finds the newest release
+/// that verifies for this device, raises one `update_available`
+/// notification per new release (settings `updates.notify_available`),
+/// and, when the settings' `updates` policy allows an automatic install
+/// now (`automatic`, `install` = `automatic`, inside the maintenance
+/// window), installs it as the scheduler would.
+#[utoipa::path(
+    post,
+    path = "/api/v1/update/check",
+    tag = "update",
+    security(("session" = ["install-update"]), ("mtls" = ["install-update"])),
+    responses(
+        (status = 200, description = "The check ran; what it found and whether the policy installed it", body = CheckOutcome),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "Not permitted", body = ErrorBody),
+        (status = 409, description = "Updates or the repository are not configured", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 502, description = "The update repository failed or was refused (TUF: expired, rolled back, inconsistent, too slow, too long)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn check(State(shared): State<Arc<Shared>>) -> ApiResult<Json<CheckOutcome>> {
+    let updates = shared.updates.clone().ok_or_else(|| {
+        ApiError::Conflict("updates are not configured on this device ([update])".into())
+    })?;
+    if !updates.has_repository() {
+        return Err(ApiError::Conflict(
+            "no update repository is configured ([update.repository])".into(),
+        ));
+    }
+    let worker = shared.clone();
+    let outcome = tokio::task::spawn_blocking(move || check_once(&worker))
+        .await
+        .map_err(|e| ApiError::internal("update check", e))?
+        .map_err(install_error)?;
+    Ok(Json(outcome))
 }

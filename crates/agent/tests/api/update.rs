@@ -159,10 +159,16 @@ impl Rig {
     /// [`Rig::new`] from a test's runtime (the TUF publisher blocks on a
     /// runtime of its own).
     fn new_blocking(device: &Device) -> Self {
-        tokio::task::block_in_place(|| Self::new(device))
+        tokio::task::block_in_place(|| Self::new(device, true))
     }
 
-    fn new(device: &Device) -> Self {
+    /// [`Rig::new_blocking`] without the [`FLIPPED`] release: [`GOOD`] is
+    /// the newest.
+    fn good_only_blocking(device: &Device) -> Self {
+        tokio::task::block_in_place(|| Self::new(device, false))
+    }
+
+    fn new(device: &Device, with_flipped: bool) -> Self {
         let dir = device.path().join("update-rig");
         std::fs::create_dir_all(&dir).unwrap();
         let keys = Arc::new(SoftKeyStore::open(&dir.join("keys"), KekProtection::File).unwrap());
@@ -216,10 +222,11 @@ impl Rig {
         let flipped = image(6, 3);
         let mut served = flipped.clone();
         served[FLIPPED_CHUNK * CHUNK + 17] ^= 0x01;
-        for (name, m, img) in [
-            (GOOD, manifest(&good, "2.0.0", 2, 2), &good),
-            (FLIPPED, manifest(&flipped, "3.0.0", 3, 3), &served),
-        ] {
+        let mut releases = vec![(GOOD, manifest(&good, "2.0.0", 2, 2), &good)];
+        if with_flipped {
+            releases.push((FLIPPED, manifest(&flipped, "3.0.0", 3, 3), &served));
+        }
+        for (name, m, img) in releases {
             let manifest_file = dir.join(format!("{name}.manifest.json"));
             std::fs::write(&manifest_file, sign(&m)).unwrap();
             let image_file = dir.join(format!("{name}.image"));
@@ -620,4 +627,132 @@ async fn corrupted_running_slot_enters_fail_safe_until_a_valid_release_is_instal
     assert_eq!(update["boot"]["active"], "b", "{update}");
     assert_eq!(update["slots"][1]["release"]["version"], "2.0.0");
     agent.shutdown().await;
+}
+
+async fn check(client: &mut Client) -> Value {
+    let reply = client
+        .call(Method::POST, "/api/v1/update/check", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body
+}
+
+/// The `update_available` notifications raised so far.
+async fn available_notes(client: &mut Client) -> Vec<Value> {
+    support::notifications(client)
+        .await
+        .into_iter()
+        .filter(|n| n["kind"] == "update_available")
+        .collect()
+}
+
+/// A maintenance window that is closed now: one hour, two days from
+/// today (UTC).
+fn closed_window() -> Value {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let today = time::OffsetDateTime::now_utc()
+        .weekday()
+        .number_days_from_monday();
+    json!({ "days": [DAYS[(usize::from(today) + 2) % 7]], "start": "01:00", "end": "02:00" })
+}
+
+/// Issue #5 item 6: `POST /api/v1/update/check` finds the newest release
+/// that verifies for the device (3.0.0, above the running 1.0.0) and
+/// announces it with exactly one `update_available` notification, even
+/// when called twice; outside the maintenance window nothing is
+/// installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_check_announces_a_newer_release_once_and_waits_for_the_window() {
+    let device = Device::provision();
+    let rig = Rig::new_blocking(&device);
+    let agent = device.start_with(rig.file(&device)).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    let changed =
+        support::put_settings(&mut owner, json!({"updates": {"window": closed_window()}})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+
+    for _ in 0..2 {
+        let found = check(&mut owner).await;
+        assert_eq!(found["newest"]["release"], FLIPPED, "{found}");
+        assert_eq!(found["newest"]["version_code"], 3, "{found}");
+        assert_eq!(found["installed_version_code"], 1, "{found}");
+        assert_eq!(found["available"], true, "{found}");
+        assert_eq!(found["automatic_install"], Value::Null, "{found}");
+    }
+    let notes = available_notes(&mut owner).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["severity"], "info");
+    assert_eq!(notes[0]["detail"]["release"], FLIPPED);
+    assert_eq!(notes[0]["detail"]["version_code"], 3);
+
+    assert!(!rig.slot_b.exists(), "slot B was written");
+    assert_eq!(rig.boot().state().unwrap().tried, None);
+    assert_eq!(update_status(&mut owner).await["last_install"], Value::Null);
+
+    // A viewer may not run checks.
+    support::create_viewer(&mut owner).await;
+    let mut viewer = support::session(addr, &device.root(), "viewer", VIEWER_PASSWORD).await;
+    let reply = viewer
+        .call(Method::POST, "/api/v1/update/check", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+    agent.shutdown().await;
+}
+
+/// With `updates.install` = `manual` a check announces the newer release
+/// but installs nothing; back on the automatic default, the next check
+/// installs it through the engine (slot B, trial boot), recorded with the
+/// actor `system`, and does not announce it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_check_installs_nothing_when_install_is_manual_and_installs_when_automatic() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let agent = device.start_with(rig.file(&device)).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    let changed =
+        support::put_settings(&mut owner, json!({"updates": {"install": "manual"}})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+
+    let found = check(&mut owner).await;
+    assert_eq!(found["newest"]["release"], GOOD, "{found}");
+    assert_eq!(found["available"], true, "{found}");
+    assert_eq!(found["automatic_install"], Value::Null, "{found}");
+    assert!(!rig.slot_b.exists(), "slot B was written");
+    assert_eq!(rig.boot().state().unwrap().tried, None);
+    assert_eq!(rig.record(&device, SlotName::B), None);
+    assert_eq!(update_status(&mut owner).await["last_install"], Value::Null);
+    assert_eq!(available_notes(&mut owner).await.len(), 1);
+
+    let changed = support::put_settings(&mut owner, json!({})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let found = check(&mut owner).await;
+    assert_eq!(
+        found["automatic_install"]["outcome"], "installed",
+        "{found}"
+    );
+    assert_eq!(found["automatic_install"]["slot"], "b", "{found}");
+    assert_eq!(std::fs::read(&rig.slot_b).unwrap(), rig.good);
+    assert_eq!(
+        rig.boot().state().unwrap().tried.map(|(slot, _)| slot),
+        Some(SlotName::B)
+    );
+    // The announcement once, then the warning before the interruption.
+    let notes = available_notes(&mut owner).await;
+    let severities: Vec<_> = notes.iter().map(|n| n["severity"].clone()).collect();
+    assert_eq!(severities, [json!("info"), json!("warning")], "{notes:?}");
+    agent.shutdown().await;
+
+    let installed = events(&device)
+        .into_iter()
+        .find(|e| e.event.action == "update.install")
+        .expect("install event");
+    assert_eq!(installed.event.outcome, store::eventlog::Outcome::Success);
+    assert_eq!(installed.event.actor.as_deref(), Some("system"));
+    assert!(
+        installed.event.detail.contains(GOOD),
+        "{:?}",
+        installed.event
+    );
 }
