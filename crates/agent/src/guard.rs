@@ -39,7 +39,7 @@ pub const MTLS_SCHEME: &str = "mtls";
 /// The routes that answer in fail-safe mode: status, sign-in and claim,
 /// the API document, the notification list (the alert path), and the
 /// update routes (the recovery channel).
-pub const FAIL_SAFE_ROUTES: [(&str, &str); 8] = [
+pub const FAIL_SAFE_ROUTES: [(&str, &str); 9] = [
     ("GET", "/api/v1/status"),
     ("POST", "/api/v1/session"),
     ("DELETE", "/api/v1/session"),
@@ -48,6 +48,7 @@ pub const FAIL_SAFE_ROUTES: [(&str, &str); 8] = [
     ("GET", "/api/v1/notifications"),
     ("GET", "/api/v1/update/status"),
     ("POST", "/api/v1/update/install"),
+    ("POST", "/api/v1/update/check"),
 ];
 
 /// Whether a route answers in fail-safe mode.
