@@ -22,6 +22,12 @@ pub mod action {
     pub const MODBUS_REFUSED: &str = "gateway.modbus.refused";
     /// A Modbus device connected and was bound to a policy device.
     pub const MODBUS_CONNECTED: &str = "gateway.modbus.connected";
+    /// A CoAP datagram from a device was refused (malformed, unknown
+    /// source, not allowed, duplicate).
+    pub const COAP_REFUSED: &str = "gateway.coap.refused";
+    /// A CoAP server response was not relayed (malformed, unmatched, or
+    /// over the amplification limit).
+    pub const COAP_RESPONSE_DROPPED: &str = "gateway.coap.response.dropped";
     /// A device was put in quarantine.
     pub const QUARANTINE_START: &str = "gateway.quarantine.start";
     /// The upstream broker could not be reached.

@@ -1,6 +1,6 @@
 //! Bulwark's gateway: protocol-aware, inline protection of the devices
 //! behind it (issue 6; clause 5.2.6.2 of ISO/IEC 27402 applied to device
-//! traffic). This slice covers MQTT 3.1.1 and 5, and Modbus TCP.
+//! traffic). This slice covers MQTT 3.1.1 and 5, Modbus TCP and CoAP.
 //!
 //! Main types, outermost first:
 //! - [`MqttProxy`]: accepts devices over mutual TLS, connects each to the
@@ -20,6 +20,12 @@
 //!   and address ranges from the policy's `[modbus]` part; responses
 //!   matched to outstanding requests). Plain TCP: devices are known by
 //!   source address.
+//! - [`CoapProxy`] over [`coap::codec`] (strict RFC 7252 datagram parser
+//!   with caps before allocation) and [`coap::inspect`] (per-device
+//!   methods, Uri-Path prefixes and payload size from the policy's
+//!   `[coap]` part; duplicate message ids; responses matched to requests
+//!   and held to 3x the request size unless it carried Echo). Plain UDP:
+//!   devices are known by source address.
 //!
 //! ```no_run
 //! # async fn run(tls: std::sync::Arc<rustls::ServerConfig>) -> gateway::Result<()> {
@@ -67,6 +73,7 @@
 //!   20–40 ms at QoS 0).
 
 pub mod audit;
+pub mod coap;
 mod error;
 pub mod limit;
 pub mod modbus;
@@ -76,6 +83,7 @@ pub mod proxy;
 pub mod topic;
 
 pub use audit::{Audit, GatewayEvent, MemoryAudit, TracingAudit};
+pub use coap::proxy::{CoapProxy, CoapProxyConfig};
 pub use error::{Error, Result};
 pub use limit::{Quarantine, Quarantined};
 pub use modbus::proxy::{ModbusProxy, ModbusProxyConfig};

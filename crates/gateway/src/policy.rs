@@ -30,8 +30,8 @@
 //! rules = { publish = ["status/%c"] }   # added to the group's rules
 //! ```
 //!
-//! Modbus TCP devices are named by source address in a separate
-//! `[modbus]` part, see [`modbus`].
+//! Modbus TCP and CoAP devices are named by source address in separate
+//! `[modbus]` and `[coap]` parts, see [`modbus`] and [`coap`].
 //!
 //! A device's rules are its group's rules with its own on top: topic lists
 //! are joined, single values are overridden. Unset values take the most
@@ -48,6 +48,7 @@ use serde::Deserialize;
 use crate::topic::Pattern;
 use crate::{Error, Result};
 
+pub mod coap;
 pub mod modbus;
 
 const DEFAULT_MAX_PACKET: usize = 65_536;
@@ -68,6 +69,8 @@ struct File {
     devices: Vec<DeviceFile>,
     #[serde(default)]
     modbus: modbus::ModbusFile,
+    #[serde(default)]
+    coap: coap::CoapFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +216,8 @@ pub struct Policy {
     pub quarantine: QuarantineRule,
     /// The `[modbus]` part: devices by source address.
     pub modbus: modbus::ModbusPolicy,
+    /// The `[coap]` part: devices by source address.
+    pub coap: coap::CoapPolicy,
     devices: Vec<Device>,
     by_identity: HashMap<String, usize>,
 }
@@ -390,10 +395,12 @@ impl Policy {
             });
         }
         let modbus = modbus::ModbusPolicy::validate(file.modbus)?;
+        let coap = coap::CoapPolicy::validate(file.coap)?;
         Ok(Self {
             limits,
             quarantine,
             modbus,
+            coap,
             devices,
             by_identity,
         })

@@ -6,6 +6,8 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// CoAP through the gateway against a real libcoap server and client.
+mod coap;
 // Modbus TCP through the gateway against a real pymodbus server.
 mod modbus;
 mod support;

@@ -1,0 +1,313 @@
+//! The `[coap]` part of the policy: which source addresses may send CoAP
+//! requests through the gateway, with which methods, to which paths.
+//! Anything not named is refused.
+//!
+//! ```toml
+//! [coap]
+//! exchange_lifetime_secs = 247  # duplicate window (RFC 7252 §4.8.2)
+//!
+//! [[coap.devices]]
+//! name = "thermo-1"
+//! source = "10.0.5.0/24"        # an address or a CIDR block
+//! methods = ["GET", "PUT"]      # default: ["GET"]
+//! paths = [["sensors", "temp"], ["time"]]   # segment-wise prefixes
+//! max_payload = 256             # default 0: no request payload
+//! refusal = "forbidden"         # or "drop"
+//! ```
+//!
+//! A path prefix matches whole segments: `["sensors", "temp"]` allows
+//! `/sensors/temp` and `/sensors/temp/1`, not `/sensors/temperature`.
+//! An empty prefix `[]` allows every path and must be written out. When
+//! several devices' sources contain a peer, the longest prefix wins; two
+//! devices with the same source are an error.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::invalid;
+use super::modbus::Cidr;
+use crate::Result;
+use crate::coap::codec::{MAX_PATH_SEGMENTS, MAX_SEGMENT, Method};
+
+/// RFC 7252 §4.8.2 EXCHANGE_LIFETIME with the default transmission
+/// parameters.
+pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CoapFile {
+    exchange_lifetime_secs: Option<u64>,
+    #[serde(default)]
+    devices: Vec<DeviceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceFile {
+    name: String,
+    source: String,
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    paths: Vec<Vec<String>>,
+    max_payload: Option<u64>,
+    #[serde(default)]
+    refusal: Refusal,
+}
+
+/// What a refused Confirmable request gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Refusal {
+    /// A piggybacked 4.03 Forbidden (same message id and token).
+    #[default]
+    Forbidden,
+    /// Nothing: the request is dropped.
+    Drop,
+}
+
+/// One CoAP device (or block of them) and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoapDevice {
+    /// Policy name, for events.
+    pub name: String,
+    /// Where its datagrams come from.
+    pub source: Cidr,
+    /// Methods it may use.
+    pub methods: Vec<Method>,
+    /// Uri-Path prefixes it may reach, segment by segment.
+    pub paths: Vec<Vec<Vec<u8>>>,
+    /// Largest request payload.
+    pub max_payload: usize,
+    /// What a refused Confirmable request gets.
+    pub refusal: Refusal,
+}
+
+impl CoapDevice {
+    /// Whether the path made of `segments` starts with an allowed prefix.
+    pub fn allows_path<'a>(&self, segments: impl IntoIterator<Item = &'a [u8]> + Clone) -> bool {
+        self.paths.iter().any(|prefix| {
+            let mut segs = segments.clone().into_iter();
+            prefix.iter().all(|p| segs.next() == Some(p.as_slice()))
+        })
+    }
+}
+
+/// The validated `[coap]` part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoapPolicy {
+    /// How long a (source, message id) pair counts as a duplicate.
+    pub exchange_lifetime: Duration,
+    devices: Vec<CoapDevice>,
+}
+
+impl Default for CoapPolicy {
+    fn default() -> Self {
+        Self {
+            exchange_lifetime: EXCHANGE_LIFETIME,
+            devices: Vec::new(),
+        }
+    }
+}
+
+impl CoapPolicy {
+    /// The device whose source contains `ip`, longest prefix first;
+    /// `None`: unknown, refused.
+    pub fn device_for(&self, ip: IpAddr) -> Option<&CoapDevice> {
+        self.devices
+            .iter()
+            .filter(|d| d.source.contains(ip))
+            .max_by_key(|d| d.source.prefix())
+    }
+
+    /// Every device.
+    pub fn devices(&self) -> &[CoapDevice] {
+        &self.devices
+    }
+
+    pub(super) fn validate(file: CoapFile) -> Result<Self> {
+        let lifetime = file
+            .exchange_lifetime_secs
+            .unwrap_or(EXCHANGE_LIFETIME.as_secs());
+        if !(1..=3600).contains(&lifetime) {
+            return Err(invalid(
+                "coap.exchange_lifetime_secs",
+                format!("{lifetime} is outside 1..=3600"),
+            ));
+        }
+        let mut devices = Vec::with_capacity(file.devices.len());
+        let mut names = HashSet::new();
+        let mut sources = HashSet::new();
+        for (i, d) in file.devices.into_iter().enumerate() {
+            let field = format!("coap.devices[{i}]");
+            if d.name.is_empty() || d.name.len() > 128 || d.name.contains(char::is_control) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    "must be 1-128 printable characters",
+                ));
+            }
+            if !names.insert(d.name.clone()) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("`{}` is used twice", d.name),
+                ));
+            }
+            let source = Cidr::parse(&d.source).ok_or_else(|| {
+                invalid(
+                    format!("{field}.source"),
+                    format!("`{}` is not an address or CIDR block", d.source),
+                )
+            })?;
+            if !sources.insert(source) {
+                return Err(invalid(
+                    format!("{field}.source"),
+                    format!("`{}` is bound to two devices", d.source),
+                ));
+            }
+            let methods = match d.methods {
+                None => vec![Method::Get],
+                Some(list) => {
+                    let mut out = Vec::with_capacity(list.len());
+                    for (j, m) in list.iter().enumerate() {
+                        let method = Method::ALL
+                            .into_iter()
+                            .find(|k| k.as_str().eq_ignore_ascii_case(m))
+                            .ok_or_else(|| {
+                                invalid(
+                                    format!("{field}.methods[{j}]"),
+                                    format!("`{m}` is not a CoAP method"),
+                                )
+                            })?;
+                        out.push(method);
+                    }
+                    out
+                }
+            };
+            let mut paths = Vec::with_capacity(d.paths.len());
+            for (j, p) in d.paths.into_iter().enumerate() {
+                if p.len() > MAX_PATH_SEGMENTS || p.iter().any(|s| s.len() > MAX_SEGMENT) {
+                    return Err(invalid(
+                        format!("{field}.paths[{j}]"),
+                        format!(
+                            "at most {MAX_PATH_SEGMENTS} segments of at most {MAX_SEGMENT} bytes"
+                        ),
+                    ));
+                }
+                if p.iter().any(|s| s.contains('/')) {
+                    return Err(invalid(
+                        format!("{field}.paths[{j}]"),
+                        "a segment contains `/`: write each segment as its own string",
+                    ));
+                }
+                paths.push(p.into_iter().map(String::into_bytes).collect());
+            }
+            let max_payload = d.max_payload.unwrap_or(0);
+            let max_payload = usize::try_from(max_payload)
+                .ok()
+                .filter(|&p| p <= crate::coap::codec::MAX_DATAGRAM)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{field}.max_payload"),
+                        format!(
+                            "{max_payload} is over the datagram limit {}",
+                            crate::coap::codec::MAX_DATAGRAM
+                        ),
+                    )
+                })?;
+            devices.push(CoapDevice {
+                name: d.name,
+                source,
+                methods,
+                paths,
+                max_payload,
+                refusal: d.refusal,
+            });
+        }
+        Ok(Self {
+            exchange_lifetime: Duration::from_secs(lifetime),
+            devices,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Policy;
+
+    const GOOD: &str = r#"
+        [coap]
+        exchange_lifetime_secs = 5
+        [[coap.devices]]
+        name = "net"
+        source = "10.0.0.0/8"
+        paths = [["time"]]
+        [[coap.devices]]
+        name = "one"
+        source = "10.1.2.3"
+        methods = ["GET", "put"]
+        paths = [["sensors", "temp"], []]
+        max_payload = 64
+        refusal = "drop"
+    "#;
+
+    fn err(text: &str) -> String {
+        Policy::from_toml(text, "t").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn devices_by_source_with_defaults() {
+        let p = Policy::from_toml(GOOD, "t").unwrap();
+        let c = &p.coap;
+        assert_eq!(c.exchange_lifetime, Duration::from_secs(5));
+        let one = c.device_for("10.1.2.3".parse().unwrap()).unwrap();
+        assert_eq!(one.name, "one");
+        assert_eq!(one.methods, [Method::Get, Method::Put]);
+        assert_eq!((one.max_payload, one.refusal), (64, Refusal::Drop));
+        let net = c.device_for("10.9.9.9".parse().unwrap()).unwrap();
+        assert_eq!(net.methods, [Method::Get]);
+        assert_eq!((net.max_payload, net.refusal), (0, Refusal::Forbidden));
+        assert!(c.device_for("192.168.1.1".parse().unwrap()).is_none());
+        assert_eq!(
+            Policy::from_toml("", "t").unwrap().coap.exchange_lifetime,
+            EXCHANGE_LIFETIME
+        );
+    }
+
+    #[test]
+    fn paths_match_whole_segments() {
+        let p = Policy::from_toml(GOOD, "t").unwrap();
+        let net = p.coap.device_for("10.9.9.9".parse().unwrap()).unwrap();
+        let path = |s: &'static [&'static str]| s.iter().map(|s| s.as_bytes());
+        assert!(net.allows_path(path(&["time"])));
+        assert!(net.allows_path(path(&["time", "x"])));
+        assert!(!net.allows_path(path(&["timex"])));
+        assert!(!net.allows_path(path(&[])));
+        assert!(!net.allows_path(path(&["sensors", "time"])));
+        let one = p.coap.device_for("10.1.2.3".parse().unwrap()).unwrap();
+        // The empty prefix allows everything, root included.
+        assert!(one.allows_path(path(&[])));
+        assert!(one.allows_path(path(&["anything"])));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let dev = |extra: &str| {
+            format!("[[coap.devices]]\nname = \"a\"\nsource = \"127.0.0.1\"\n{extra}")
+        };
+        assert!(err(&dev("methods = [\"BREW\"]")).contains("coap.devices[0].methods[0]"));
+        assert!(err(&dev("paths = [[\"a/b\"]]")).contains("coap.devices[0].paths[0]"));
+        let long = format!("paths = [[\"{}\"]]", "x".repeat(256));
+        assert!(err(&dev(&long)).contains("paths[0]"));
+        assert!(err(&dev("max_payload = 5000")).contains("max_payload"));
+        assert!(err(&dev("refusal = \"reset\"")).contains("refusal"));
+        assert!(err(&dev("colour = 1")).contains("colour"));
+        assert!(err(&dev("").replace("127.0.0.1", "nope")).contains("source"));
+        let twice = format!("{}\n{}", dev(""), dev("").replace("\"a\"", "\"b\""));
+        assert!(err(&twice).contains("coap.devices[1].source"));
+        assert!(err("[coap]\nexchange_lifetime_secs = 0").contains("exchange_lifetime_secs"));
+        assert!(err("[coap]\nbogus = 1").contains("bogus"));
+    }
+}
