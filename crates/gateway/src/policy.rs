@@ -229,6 +229,23 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
     }
 }
 
+/// A device's name: 1-128 printable characters, unique in its section.
+fn check_device_name(field: &str, name: &str, names: &mut HashSet<String>) -> Result<()> {
+    if name.is_empty() || name.len() > 128 || name.contains(char::is_control) {
+        return Err(invalid(
+            format!("{field}.name"),
+            "must be 1-128 printable characters",
+        ));
+    }
+    if !names.insert(name.to_owned()) {
+        return Err(invalid(
+            format!("{field}.name"),
+            format!("`{name}` is used twice"),
+        ));
+    }
+    Ok(())
+}
+
 fn ranged(field: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64> {
     let v = value.unwrap_or(default);
     if (min..=max).contains(&v) {
@@ -342,18 +359,7 @@ impl Policy {
         let mut names = HashSet::new();
         for (i, d) in file.devices.iter().enumerate() {
             let field = format!("devices[{i}]");
-            if d.name.is_empty() || d.name.len() > 128 || d.name.contains(char::is_control) {
-                return Err(invalid(
-                    format!("{field}.name"),
-                    "must be 1-128 printable characters",
-                ));
-            }
-            if !names.insert(d.name.clone()) {
-                return Err(invalid(
-                    format!("{field}.name"),
-                    format!("`{}` is used twice", d.name),
-                ));
-            }
+            check_device_name(&field, &d.name, &mut names)?;
             if d.identity.is_none() && d.client_id.is_none() {
                 return Err(invalid(
                     field,

@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::invalid;
-use super::modbus::Cidr;
+use super::modbus::{Cidr, check_device_source};
 use crate::Result;
 use crate::coap::codec::{MAX_PATH_SEGMENTS, MAX_SEGMENT, Method};
 
@@ -142,30 +142,8 @@ impl CoapPolicy {
         let mut sources = HashSet::new();
         for (i, d) in file.devices.into_iter().enumerate() {
             let field = format!("coap.devices[{i}]");
-            if d.name.is_empty() || d.name.len() > 128 || d.name.contains(char::is_control) {
-                return Err(invalid(
-                    format!("{field}.name"),
-                    "must be 1-128 printable characters",
-                ));
-            }
-            if !names.insert(d.name.clone()) {
-                return Err(invalid(
-                    format!("{field}.name"),
-                    format!("`{}` is used twice", d.name),
-                ));
-            }
-            let source = Cidr::parse(&d.source).ok_or_else(|| {
-                invalid(
-                    format!("{field}.source"),
-                    format!("`{}` is not an address or CIDR block", d.source),
-                )
-            })?;
-            if !sources.insert(source) {
-                return Err(invalid(
-                    format!("{field}.source"),
-                    format!("`{}` is bound to two devices", d.source),
-                ));
-            }
+            super::check_device_name(&field, &d.name, &mut names)?;
+            let source = check_device_source(&field, &d.source, &mut sources)?;
             let methods = match d.methods {
                 None => vec![Method::Get],
                 Some(list) => {

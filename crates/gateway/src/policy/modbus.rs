@@ -167,30 +167,8 @@ impl ModbusPolicy {
         let mut sources = HashSet::new();
         for (i, d) in file.devices.into_iter().enumerate() {
             let field = format!("modbus.devices[{i}]");
-            if d.name.is_empty() || d.name.len() > 128 || d.name.contains(char::is_control) {
-                return Err(invalid(
-                    format!("{field}.name"),
-                    "must be 1-128 printable characters",
-                ));
-            }
-            if !names.insert(d.name.clone()) {
-                return Err(invalid(
-                    format!("{field}.name"),
-                    format!("`{}` is used twice", d.name),
-                ));
-            }
-            let source = Cidr::parse(&d.source).ok_or_else(|| {
-                invalid(
-                    format!("{field}.source"),
-                    format!("`{}` is not an address or CIDR block", d.source),
-                )
-            })?;
-            if !sources.insert((source.addr, source.prefix)) {
-                return Err(invalid(
-                    format!("{field}.source"),
-                    format!("`{}` is bound to two devices", d.source),
-                ));
-            }
+            super::check_device_name(&field, &d.name, &mut names)?;
+            let source = check_device_source(&field, &d.source, &mut sources)?;
             let mut unit_ids = Vec::with_capacity(d.unit_ids.len());
             for (j, u) in d.unit_ids.iter().enumerate() {
                 let u = u8::try_from(*u)
@@ -257,6 +235,27 @@ impl ModbusPolicy {
         }
         Ok(Self { devices })
     }
+}
+
+/// A device's source address or CIDR block, bound to one device only.
+pub(super) fn check_device_source(
+    field: &str,
+    source: &str,
+    sources: &mut HashSet<Cidr>,
+) -> Result<Cidr> {
+    let cidr = Cidr::parse(source).ok_or_else(|| {
+        invalid(
+            format!("{field}.source"),
+            format!("`{source}` is not an address or CIDR block"),
+        )
+    })?;
+    if !sources.insert(cidr) {
+        return Err(invalid(
+            format!("{field}.source"),
+            format!("`{source}` is bound to two devices"),
+        ));
+    }
+    Ok(cidr)
 }
 
 #[cfg(test)]
