@@ -343,6 +343,14 @@ if $app-name == "bulwark" then {{
         testkit::wait_until(WAIT, || self.seqs().len() >= n);
         self.seqs()
     }
+
+    /// Waits (bounded) until `name` holds `n` lines: rsyslog writes each
+    /// output file on its own schedule, so one file being complete says
+    /// nothing about another.
+    fn read_lines(&self, name: &str, n: usize) -> String {
+        testkit::wait_until(WAIT, || self.read(name).lines().count() >= n);
+        self.read(name)
+    }
 }
 
 impl Drop for Rsyslog {
@@ -563,7 +571,7 @@ mod format {
         let f = s.device.forwarder(s.config(), &s.pki).unwrap();
         assert_eq!(f.forward_pending().unwrap().sent, 2);
         s.rsyslog.wait_for(2);
-        let parsed = s.rsyslog.read("parsed.log");
+        let parsed = s.rsyslog.read_lines("parsed.log", 2);
         let lines: Vec<&str> = parsed.lines().collect();
         assert_eq!(lines.len(), 2, "{parsed}");
         // authpriv (10) * 8 + warning (4) = 84; alert (1) gives 81.
