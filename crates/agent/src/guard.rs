@@ -16,7 +16,7 @@
 //! `fail-safe` before authentication and before any handler, so no
 //! handler can forget the check.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,14 +67,21 @@ pub enum Requirement {
     Permission(Permission),
 }
 
-/// Requirements by (method, path template).
-#[derive(Debug, Default, Clone)]
-pub struct RouteTable {
-    requirements: HashMap<(Method, String), Requirement>,
-    /// Routes that declare the `mtls` scheme: only these accept a client
+/// What one operation declares.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    requirement: Requirement,
+    /// It declares the `mtls` scheme: only such routes accept a client
     /// certificate; the others need a session token even on a connection
     /// that presented one.
-    mtls: HashSet<(Method, String)>,
+    accepts_certificate: bool,
+}
+
+/// Requirements by path template, then method: looked up on every request
+/// by borrowed path and method, without allocating.
+#[derive(Debug, Default, Clone)]
+pub struct RouteTable {
+    routes: HashMap<String, HashMap<Method, Route>>,
 }
 
 impl RouteTable {
@@ -82,8 +89,7 @@ impl RouteTable {
     /// whose requirement is missing or names no known permission.
     pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> Result<Self, String> {
         let value = serde_json::to_value(doc).map_err(|e| e.to_string())?;
-        let mut table = HashMap::new();
-        let mut mtls = HashSet::new();
+        let mut routes: HashMap<String, HashMap<Method, Route>> = HashMap::new();
         let paths = value
             .get("paths")
             .and_then(|p| p.as_object())
@@ -98,48 +104,51 @@ impl RouteTable {
                 };
                 let requirement =
                     requirement_of(operation).map_err(|e| format!("{method} {path}: {e}"))?;
-                if declares_scheme(operation, MTLS_SCHEME) {
-                    mtls.insert((method.clone(), path.clone()));
-                }
-                table.insert((method, path.clone()), requirement);
+                let route = Route {
+                    requirement,
+                    accepts_certificate: declares_scheme(operation, MTLS_SCHEME),
+                };
+                routes
+                    .entry(path.clone())
+                    .or_default()
+                    .insert(method, route);
             }
         }
-        Ok(Self {
-            requirements: table,
-            mtls,
-        })
+        Ok(Self { routes })
     }
 
     /// The requirement of a route, if it declared one.
     pub fn get(&self, method: &Method, path: &str) -> Option<Requirement> {
-        self.requirements
-            .get(&(method.clone(), path.to_owned()))
-            .copied()
+        Some(self.routes.get(path)?.get(method)?.requirement)
     }
 
     /// Whether a route accepts a service's client certificate (it
     /// declares the `mtls` scheme).
     pub fn accepts_client_certificate(&self, method: &Method, path: &str) -> bool {
-        self.mtls.contains(&(method.clone(), path.to_owned()))
+        self.routes
+            .get(path)
+            .and_then(|r| r.get(method))
+            .is_some_and(|r| r.accepts_certificate)
     }
 
     /// The methods declared for a path, sorted (for `Allow`).
     fn methods(&self, path: &str) -> Vec<&str> {
         let mut methods: Vec<&str> = self
-            .requirements
-            .keys()
-            .filter(|(_, p)| p == path)
-            .map(|(m, _)| m.as_str())
-            .collect();
+            .routes
+            .get(path)
+            .map(|r| r.keys().map(Method::as_str).collect())
+            .unwrap_or_default();
         methods.sort_unstable();
         methods
     }
 
     /// Every route with its requirement (for tests and documentation).
     pub fn routes(&self) -> impl Iterator<Item = (&Method, &str, Requirement)> {
-        self.requirements
-            .iter()
-            .map(|((m, p), r)| (m, p.as_str(), *r))
+        self.routes.iter().flat_map(|(p, methods)| {
+            methods
+                .iter()
+                .map(move |(m, r)| (m, p.as_str(), r.requirement))
+        })
     }
 }
 
@@ -224,15 +233,16 @@ pub(crate) async fn guard(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
+    // MatchedPath is reference-counted: cloning it allocates nothing.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let path = matched
+        .as_ref()
+        .map(MatchedPath::as_str)
         .unwrap_or_default();
-    let Some(requirement) = table.get(request.method(), &path) else {
+    let Some(requirement) = table.get(request.method(), path) else {
         // A known path with another method: 405 with the declared ones
         // (no handler runs; the request is refused either way).
-        let allowed = table.methods(&path);
+        let allowed = table.methods(path);
         if !allowed.is_empty() {
             return Ok(method_not_allowed(request.method(), &allowed));
         }
@@ -241,7 +251,7 @@ pub(crate) async fn guard(
             "this route declares no access rule".into(),
         ));
     };
-    if shared.fail_safe() && !allowed_in_fail_safe(request.method().as_str(), &path) {
+    if shared.fail_safe() && !allowed_in_fail_safe(request.method().as_str(), path) {
         return Err(ApiError::FailSafe);
     }
     let Requirement::Permission(permission) = requirement else {
@@ -252,7 +262,7 @@ pub(crate) async fn guard(
         .get::<Connection>()
         .cloned()
         .ok_or_else(|| ApiError::internal("guard", "request without connection info"))?;
-    let certificate_ok = table.accepts_client_certificate(request.method(), &path);
+    let certificate_ok = table.accepts_client_certificate(request.method(), path);
     let principal = authenticate(&shared, &request, &connection, certificate_ok)?;
     match access::authorize(&principal, permission, access::Freshness::Session) {
         Ok(_) | Err(access::Error::ReauthenticationRequired { .. }) => {}

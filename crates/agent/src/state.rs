@@ -112,8 +112,32 @@ impl Shared {
         });
     }
 
+    /// Changes the accounts in one step: `change` works on a copy, which
+    /// is persisted and only then becomes current, so a refused change or
+    /// a failed save changes nothing. Runs off the async threads, because
+    /// changes that set a password hash it (argon2id, tens of ms).
+    pub(crate) async fn change_accounts<F>(self: &Arc<Self>, change: F) -> Result<(), ApiError>
+    where
+        F: FnOnce(&mut Accounts) -> Result<(), ApiError> + Send + 'static,
+    {
+        let worker = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut accounts = worker
+                .accounts
+                .write()
+                .map_err(|_| ApiError::internal("accounts", "lock"))?;
+            let mut updated = accounts.clone();
+            change(&mut updated)?;
+            worker.save_accounts(&updated)?;
+            *accounts = updated;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::internal("accounts", e))?
+    }
+
     /// Persists the accounts (encrypted, as security parameters).
-    pub(crate) fn save_accounts(&self, accounts: &Accounts) -> Result<(), ApiError> {
+    fn save_accounts(&self, accounts: &Accounts) -> Result<(), ApiError> {
         let bytes = serde_json::to_vec(accounts).map_err(|e| ApiError::internal("accounts", e))?;
         self.store
             .put(Category::SecurityParameters, ACCOUNTS, &bytes)

@@ -18,15 +18,20 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(digest(&SHA256, der))
 }
 
-/// Wraps DER in PEM armour.
+/// Wraps a DER certificate in PEM armour.
 pub fn to_pem(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
+/// Wraps DER in PEM armour with `label` (e.g. `PUBLIC KEY` for an SPKI).
+pub fn pem(label: &str, der: &[u8]) -> String {
     let b64 = data_encoding::BASE64.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.push_str(&String::from_utf8_lossy(line));
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }
 

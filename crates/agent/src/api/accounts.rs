@@ -110,27 +110,18 @@ pub(crate) async fn create(
         .authorize_destructive(&caller, Permission::ManageUsers, request.current_password)
         .await?;
     let params = shared.hash_params;
-    let worker = shared.clone();
     let (role, password, created) = (request.role, request.password, name.clone());
     let now = unix_now();
-    tokio::task::spawn_blocking(move || -> ApiResult<()> {
-        let mut accounts = worker
-            .accounts
-            .write()
-            .map_err(|_| ApiError::internal("accounts", "lock"))?;
-        let mut updated = accounts.clone();
-        updated
-            .create(&proof, created, role, &password, &policy, &params, now)
-            .map_err(|e| match e {
-                access::Error::AccountExists { .. } => ApiError::Conflict(e.to_string()),
-                other => ApiError::InvalidInput(other.to_string()),
-            })?;
-        worker.save_accounts(&updated)?;
-        *accounts = updated;
-        Ok(())
-    })
-    .await
-    .map_err(|e| ApiError::internal("accounts", e))??;
+    shared
+        .change_accounts(move |accounts| {
+            accounts
+                .create(&proof, created, role, &password, &policy, &params, now)
+                .map_err(|e| match e {
+                    access::Error::AccountExists { .. } => ApiError::Conflict(e.to_string()),
+                    other => ApiError::InvalidInput(other.to_string()),
+                })
+        })
+        .await?;
     shared.record(actor_event(
         &caller,
         "account.create",
@@ -184,22 +175,20 @@ pub(crate) async fn delete(
     let proof = shared
         .authorize_destructive(&caller, Permission::ManageUsers, request.current_password)
         .await?;
-    {
-        let mut accounts = shared
-            .accounts
-            .write()
-            .map_err(|_| ApiError::internal("accounts", "lock"))?;
-        if accounts.get(name.as_str()).is_none() {
-            return Err(ApiError::NotFound(format!("no account named {name}")));
-        }
-        let mut updated = accounts.clone();
-        updated.delete(&proof, name.as_str()).map_err(|e| match e {
-            access::Error::LastOwner => ApiError::Conflict(e.to_string()),
-            other => ApiError::InvalidInput(other.to_string()),
-        })?;
-        shared.save_accounts(&updated)?;
-        *accounts = updated;
-    }
+    let deleted = name.clone();
+    shared
+        .change_accounts(move |accounts| {
+            if accounts.get(deleted.as_str()).is_none() {
+                return Err(ApiError::NotFound(format!("no account named {deleted}")));
+            }
+            accounts
+                .delete(&proof, deleted.as_str())
+                .map_err(|e| match e {
+                    access::Error::LastOwner => ApiError::Conflict(e.to_string()),
+                    other => ApiError::InvalidInput(other.to_string()),
+                })
+        })
+        .await?;
     shared.sessions.revoke_principal(name.as_str());
     shared.record(actor_event(
         &caller,
@@ -255,29 +244,20 @@ pub(crate) async fn change_password(
         .reauthenticate(&caller, Some(request.current_password.clone()))
         .await?;
     let params = shared.hash_params;
-    let worker = shared.clone();
     let id = caller.principal.id().to_owned();
-    tokio::task::spawn_blocking(move || -> ApiResult<()> {
-        let mut accounts = worker
-            .accounts
-            .write()
-            .map_err(|_| ApiError::internal("accounts", "lock"))?;
-        let mut updated = accounts.clone();
-        updated
-            .change_password(
-                &id,
-                &request.current_password,
-                &request.new_password,
-                &policy,
-                &params,
-            )
-            .map_err(|e| ApiError::InvalidInput(e.to_string()))?;
-        worker.save_accounts(&updated)?;
-        *accounts = updated;
-        Ok(())
-    })
-    .await
-    .map_err(|e| ApiError::internal("accounts", e))??;
+    shared
+        .change_accounts(move |accounts| {
+            accounts
+                .change_password(
+                    &id,
+                    &request.current_password,
+                    &request.new_password,
+                    &policy,
+                    &params,
+                )
+                .map_err(|e| ApiError::InvalidInput(e.to_string()))
+        })
+        .await?;
     shared.sessions.revoke_principal(caller.principal.id());
     shared.record(actor_event(
         &caller,

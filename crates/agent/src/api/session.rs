@@ -113,26 +113,17 @@ pub(crate) async fn claim(
     }
     let params = shared.hash_params;
     let password = request.password;
-    let worker = shared.clone();
     let created_name = name.clone();
-    tokio::task::spawn_blocking(move || -> ApiResult<()> {
-        let mut accounts = worker
-            .accounts
-            .write()
-            .map_err(|_| ApiError::internal("claim", "accounts lock"))?;
-        let mut updated = accounts.clone();
-        updated
-            .create_first_owner(created_name, &password, &policy, &params, unix_now())
-            .map_err(|e| match e {
-                access::Error::AlreadyClaimed => ApiError::Conflict("already claimed".into()),
-                other => ApiError::InvalidInput(other.to_string()),
-            })?;
-        worker.save_accounts(&updated)?;
-        *accounts = updated;
-        Ok(())
-    })
-    .await
-    .map_err(|e| ApiError::internal("claim", e))??;
+    shared
+        .change_accounts(move |accounts| {
+            accounts
+                .create_first_owner(created_name, &password, &policy, &params, unix_now())
+                .map_err(|e| match e {
+                    access::Error::AlreadyClaimed => ApiError::Conflict("already claimed".into()),
+                    other => ApiError::InvalidInput(other.to_string()),
+                })
+        })
+        .await?;
     shared.claim_lockout.record_success(CLAIM, source);
     shared.record(Event::by_user(
         name.as_str(),

@@ -164,7 +164,7 @@ fn init(dir: &Path, spec: &KeystoreSpec, root_days: u64, timestamp_days: u64) ->
     let release = KeyRef::new(store, RELEASE_KEY.parse()?)?;
     keys::fsio::write_atomic(
         &dir.join(RELEASE_PEM),
-        public_key_pem(release.public_key().spki_der()).as_bytes(),
+        identity::x509::pem("PUBLIC KEY", release.public_key().spki_der()).as_bytes(),
         0o644,
     )?;
     keys::fsio::write_atomic(
@@ -264,15 +264,4 @@ fn publish(dir: &Path, out: &Path) -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-fn public_key_pem(spki: &[u8]) -> String {
-    let b64 = data_encoding::BASE64.encode(spki);
-    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END PUBLIC KEY-----\n");
-    out
 }
