@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -239,10 +239,35 @@ pub struct UpdateSection {
     /// `/proc/cmdline`; with `file:`, the slot the simulated boot loader
     /// starts with when its state file does not exist yet (default `a`).
     pub booted_slot: Option<String>,
+    /// Checks a trial boot must pass, after its integrity check, to be
+    /// committed; a failure abandons the trial (the next boot returns to
+    /// the committed slot) and is reported. At most 16, run in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheckSection>,
 }
 
 fn default_threshold() -> u32 {
     1
+}
+
+/// `[[update.health_checks]]`: a program whose exit status 0 within the
+/// timeout means healthy, e.g. `command = ["/usr/bin/systemctl",
+/// "is-active", "--quiet", "mosquitto.service"]`. No shell, no `PATH`
+/// lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// Name in findings and the event log: 1 to 64 of `[A-Za-z0-9._-]`.
+    pub name: String,
+    /// The program (absolute path) and its arguments: 1 to 32 entries.
+    pub command: Vec<String>,
+    /// Seconds it may run: 1 to 600.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u32,
+}
+
+fn default_health_timeout() -> u32 {
+    60
 }
 
 /// `[update.repository]`: a TUF repository (plain `http://` or `file://`:
@@ -349,6 +374,47 @@ impl UpdateSection {
             && slot != "b"
         {
             return Err(check::invalid("update.booted_slot", "a or b"));
+        }
+        check::count("update.health_checks", &self.health_checks, 16)?;
+        for (i, hc) in self.health_checks.iter().enumerate() {
+            let field = format!("update.health_checks[{i}]");
+            check::chars(
+                &format!("{field}.name"),
+                &hc.name,
+                1,
+                64,
+                |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+                "1 to 64 of A-Z a-z 0-9 . _ -",
+            )?;
+            if self.health_checks[..i].iter().any(|o| o.name == hc.name) {
+                return Err(Error::Duplicate {
+                    field: format!("{field}.name"),
+                });
+            }
+            let command = format!("{field}.command");
+            if hc.command.is_empty() || hc.command.len() > 32 {
+                return Err(check::invalid(
+                    &command,
+                    "a program and its arguments: 1 to 32 entries",
+                ));
+            }
+            if !Path::new(&hc.command[0]).is_absolute() {
+                return Err(check::invalid(
+                    &command,
+                    "an absolute program path first (no PATH lookup)",
+                ));
+            }
+            if hc
+                .command
+                .iter()
+                .any(|a| a.len() > 4096 || a.contains('\0'))
+            {
+                return Err(check::invalid(
+                    &command,
+                    "arguments of at most 4096 bytes without NUL",
+                ));
+            }
+            check::range(&format!("{field}.timeout_secs"), hc.timeout_secs, 1, 600)?;
         }
         Ok(())
     }
@@ -957,6 +1023,56 @@ root_file = "/etc/bulwark/update-root.json"
             grub.update.unwrap().boot_loader().unwrap(),
             BootLoader::Grub(PathBuf::from("/boot/grub/grubenv"))
         );
+    }
+
+    #[test]
+    fn health_checks_parse_and_bad_ones_name_the_field() {
+        let with = |checks: &str| {
+            AgentFile::from_toml(&format!("{UPDATE}{checks}")).map(|f| f.update.unwrap())
+        };
+        let ok = with(
+            "[[update.health_checks]]\nname = \"broker\"\ncommand = [\"/usr/bin/systemctl\", \"is-active\", \"--quiet\", \"mosquitto.service\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.health_checks.len(), 1);
+        assert_eq!(ok.health_checks[0].timeout_secs, 60);
+        let cases = [
+            (
+                "name = \"a b\"\ncommand = [\"/bin/true\"]",
+                "update.health_checks[0].name",
+            ),
+            (
+                "name = \"a\"\ncommand = []",
+                "update.health_checks[0].command",
+            ),
+            (
+                "name = \"a\"\ncommand = [\"true\"]",
+                "update.health_checks[0].command",
+            ),
+            (
+                "name = \"a\"\ncommand = [\"/bin/true\"]\ntimeout_secs = 0",
+                "update.health_checks[0].timeout_secs",
+            ),
+            (
+                "name = \"a\"\ncommand = [\"/bin/true\"]\ntimeout_secs = 601",
+                "update.health_checks[0].timeout_secs",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = with(&format!("[[update.health_checks]]\n{body}\n")).unwrap_err();
+            assert_eq!(field_of(&err), field, "{body}: {err}");
+        }
+        let twice = "[[update.health_checks]]\nname = \"a\"\ncommand = [\"/bin/true\"]\n";
+        let err = with(&format!("{twice}{twice}")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Duplicate { field } if field == "update.health_checks[1].name"),
+            "{err}"
+        );
+        let err = with(
+            "[[update.health_checks]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nshell = true\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("shell"), "{err}");
     }
 
     #[test]

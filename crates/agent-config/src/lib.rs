@@ -104,9 +104,9 @@ pub use bundle::{
 };
 pub use error::{Error, Result};
 pub use file::{
-    AgentFile, ApiSection, BootLoader, InterfacesSection, MAX_AGENT_FILE_BYTES, MqttHub,
-    NotificationsSection, PERMISSIONS, ServiceEntry, SignerEntry, TlsSection, UpdateRepository,
-    UpdateSection, Webhook,
+    AgentFile, ApiSection, BootLoader, HealthCheckSection, InterfacesSection, MAX_AGENT_FILE_BYTES,
+    MqttHub, NotificationsSection, PERMISSIONS, ServiceEntry, SignerEntry, TlsSection,
+    UpdateRepository, UpdateSection, Webhook,
 };
 pub use settings::{
     AuthSettings, DeviceInfo, DeviceSettings, InstallMode, LogLevel, LoggingSettings,

@@ -6,7 +6,8 @@
 //!   provisioned root and opens the boot loader.
 //! - [`Updates::startup_check`] runs before any listener starts: it checks
 //!   the booted slot against the signed manifest it was installed from
-//!   ([`update::commit::confirm_boot`]), commits a healthy trial (raising
+//!   ([`update::commit::confirm_boot_with_health`]), commits a trial that
+//!   verifies and passes the `[[update.health_checks]]` (raising
 //!   the security floor) and, on a mismatch, puts the agent in fail-safe
 //!   mode, which only a restart after a good check ends.
 //! - [`Updates::install`] fetches `<release>.manifest.json` through TUF,
@@ -50,7 +51,8 @@ use anyhow::Context;
 use serde::Serialize;
 use update::anti_rollback::SecurityFloor;
 use update::boot::{BootControl, FileBootControl, GrubEnv, SlotName, Slots, UBootEnv};
-use update::commit::{BootOutcome, Trust, confirm_boot};
+use update::commit::{BootOutcome, Trust, confirm_boot_with_health};
+use update::health::HealthCheck;
 use update::install::{Installer, ReaderSource};
 use update::manifest::{Device, Manifest, SignedManifest, TrustedKeys};
 use update::records::SlotRecords;
@@ -331,6 +333,8 @@ pub(crate) struct Updates {
     last_install: Mutex<Option<InstallSummary>>,
     /// Version code of the release last announced as available.
     announced: Mutex<Option<u64>>,
+    /// Checks a trial must pass before it is committed.
+    health: Vec<HealthCheck>,
 }
 
 impl std::fmt::Debug for Updates {
@@ -429,6 +433,16 @@ impl Updates {
             installing: AtomicBool::new(false),
             last_install: Mutex::new(None),
             announced: Mutex::new(None),
+            health: section
+                .health_checks
+                .iter()
+                .map(|hc| HealthCheck {
+                    name: hc.name.clone(),
+                    program: PathBuf::from(&hc.command[0]),
+                    args: hc.command[1..].to_vec(),
+                    timeout: std::time::Duration::from_secs(u64::from(hc.timeout_secs)),
+                })
+                .collect(),
         })
     }
 
@@ -449,12 +463,13 @@ impl Updates {
     /// enters fail-safe mode: an unverifiable system is not trusted.
     pub(crate) fn startup_check(&self) -> Startup {
         let outcome = self.records().and_then(|records| {
-            confirm_boot(
+            confirm_boot_with_health(
                 &*self.boot,
                 &self.slots,
                 &records,
                 &self.floor,
                 self.trust(),
+                &self.health,
             )
         });
         let startup = match outcome {

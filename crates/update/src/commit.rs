@@ -4,6 +4,7 @@
 use crate::anti_rollback::SecurityFloor;
 use crate::boot::{BootControl, SlotName, Slots};
 use crate::error::Result;
+use crate::health::{self, HealthCheck};
 use crate::integrity::{IntegrityReport, verify_slot};
 use crate::manifest::{AuthenticManifest, SignedManifest, TrustedKeys};
 use crate::records::SlotRecords;
@@ -79,10 +80,31 @@ pub fn confirm_boot(
     floor: &dyn SecurityFloor,
     trust: Trust<'_>,
 ) -> Result<BootOutcome> {
+    confirm_boot_with_health(boot, slots, records, floor, trust, &[])
+}
+
+/// [`confirm_boot`], where a trial that verifies must also pass `health`
+/// (run in order, after the integrity check) to be committed; a failing
+/// check abandons the trial like a failed integrity check does. The
+/// committed slot is not re-judged by health checks: there is nothing
+/// older to fall back to.
+pub fn confirm_boot_with_health(
+    boot: &dyn BootControl,
+    slots: &Slots,
+    records: &SlotRecords,
+    floor: &dyn SecurityFloor,
+    trust: Trust<'_>,
+    health: &[HealthCheck],
+) -> Result<BootOutcome> {
     let booted = boot.booted()?;
     let state = boot.state()?;
     let was_trial = booted != state.active;
-    let checked = check_slot(slots, records, booted, trust)?;
+    let checked = check_slot(slots, records, booted, trust)?.and_then(|release| {
+        if was_trial {
+            health::run_all(health)?;
+        }
+        Ok(release)
+    });
     match checked {
         Ok(release) => {
             if was_trial {

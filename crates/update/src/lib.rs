@@ -92,6 +92,7 @@ pub mod anti_rollback;
 pub mod boot;
 pub mod commit;
 mod error;
+pub mod health;
 pub mod install;
 pub mod integrity;
 mod journal;

@@ -17,7 +17,7 @@ use keys_soft::{KekProtection, SoftKeyStore};
 use update::Error;
 use update::anti_rollback::{FileSecurityFloor, SecurityFloor};
 use update::boot::{BootControl, FileBootControl, SlotName, Slots};
-use update::commit::{BootOutcome, Trust, confirm_boot};
+use update::commit::{BootOutcome, Trust, confirm_boot, confirm_boot_with_health};
 use update::install::{ChunkSource, FileSource, InstallOptions, Installer, ReaderSource};
 use update::integrity::verify_slot;
 use update::manifest::{
@@ -615,6 +615,91 @@ mod commit {
         );
         assert_eq!(f.floor.get().unwrap(), 0, "floor raised by a failed trial");
         assert_eq!(f.boot.boot().unwrap(), SlotName::A);
+    }
+
+    #[test]
+    fn an_unhealthy_trial_falls_back_and_a_healthy_one_commits() {
+        let f = Fixture::new();
+        let new = image(40, 1000, |i| i as u64 * 977 + 5);
+        let release = f.verify(&f.sign(&manifest(&new, 2, 7))).unwrap();
+        let check = |script: &str| update::health::HealthCheck {
+            name: "service".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            timeout: std::time::Duration::from_secs(10),
+        };
+        f.installer()
+            .install(&release, &mut counting(&new))
+            .unwrap();
+        assert_eq!(f.boot.boot().unwrap(), SlotName::B);
+        let outcome = confirm_boot_with_health(
+            &f.boot,
+            &f.slots,
+            &f.records(),
+            &f.floor,
+            f.trust(),
+            &[
+                check("exit 0"),
+                check("echo 'port 1883 closed' >&2; exit 1"),
+            ],
+        )
+        .unwrap();
+        assert!(
+            matches!(&outcome, BootOutcome::Failed { slot: SlotName::B, was_trial: true, reason } if reason.contains("port 1883 closed")),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            f.floor.get().unwrap(),
+            0,
+            "floor raised by an unhealthy trial"
+        );
+        assert_eq!(f.boot.boot().unwrap(), SlotName::A);
+        // The committed slot is not judged by health checks.
+        let outcome = confirm_boot_with_health(
+            &f.boot,
+            &f.slots,
+            &f.records(),
+            &f.floor,
+            f.trust(),
+            &[check("exit 1")],
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                BootOutcome::Committed {
+                    slot: SlotName::A,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        // Installed again and healthy this time: committed.
+        f.installer()
+            .install(&release, &mut counting(&new))
+            .unwrap();
+        assert_eq!(f.boot.boot().unwrap(), SlotName::B);
+        let outcome = confirm_boot_with_health(
+            &f.boot,
+            &f.slots,
+            &f.records(),
+            &f.floor,
+            f.trust(),
+            &[check("exit 0")],
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                BootOutcome::TrialCommitted {
+                    slot: SlotName::B,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(f.floor.get().unwrap(), 7);
+        assert_eq!(f.boot.boot().unwrap(), SlotName::B);
     }
 
     #[test]

@@ -268,6 +268,7 @@ impl Rig {
                 root_file: self.root_file.clone(),
             }),
             booted_slot: None,
+            health_checks: Vec::new(),
         });
         file.validate().unwrap();
         file
@@ -474,6 +475,49 @@ async fn owner_installs_a_signed_release_and_the_trial_commits_after_boot() {
     );
     assert_eq!(installed.event.actor.as_deref(), Some("owner"));
     assert!(events.iter().any(|e| e.event.action == "update.commit"));
+}
+
+/// A trial that verifies but fails a configured health check is not
+/// committed: the agent reports it (fail-safe, with the check's evidence),
+/// the floor stays, and the next power-on returns to slot A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_failing_its_health_check_is_abandoned() {
+    let device = Device::provision();
+    let rig = Rig::new_blocking(&device);
+    let file = rig.file(&device);
+    let agent = device.start_with(file.clone()).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    agent.shutdown().await;
+
+    let mut unhealthy = file.clone();
+    unhealthy.update.as_mut().unwrap().health_checks = vec![agent_config::HealthCheckSection {
+        name: "broker".into(),
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo 'broker not listening' >&2; exit 1".into(),
+        ],
+        timeout_secs: 10,
+    }];
+    unhealthy.validate().unwrap();
+    assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
+    let agent = device.start_with(unhealthy).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    let after = update_status(&mut owner).await;
+    assert_eq!(after["fail_safe"], true, "{after}");
+    let finding = after["integrity_failure"].as_str().unwrap_or_default();
+    assert!(
+        finding.contains("`broker` failed") && finding.contains("broker not listening"),
+        "{after}"
+    );
+    assert_eq!(after["security_floor"], 1, "{after}");
+    assert_eq!(rig.boot().state().unwrap().active, SlotName::A);
+    agent.shutdown().await;
+    assert_eq!(rig.boot().boot().unwrap(), SlotName::A);
 }
 
 /// A release whose image has one byte flipped (the TUF metadata is
