@@ -33,8 +33,8 @@
 //! - One install at a time: a flag taken before the work starts and
 //!   released by a guard the blocking task owns, so a request that times
 //!   out does not let a second install write the same slot.
-//! - Maintenance windows are evaluated in UTC whatever `time.timezone`
-//!   says: the agent reads no time zone data yet.
+//! - Maintenance windows are read on the wall clock of `time.timezone`
+//!   (jiff, with the tz database embedded for devices without one).
 //! - The release last announced is remembered in memory only: after a
 //!   restart the newest release is announced once more, which errs on the
 //!   side of telling the user.
@@ -793,29 +793,43 @@ pub(crate) struct CheckOutcome {
     automatic_install: Option<InstallSummary>,
 }
 
-/// Whether the maintenance window is open at `now` (UTC; no window: always).
-pub(crate) fn window_open(window: Option<&MaintenanceWindow>, now: time::OffsetDateTime) -> bool {
+/// Whether the maintenance window is open at `now`, read on the wall
+/// clock of `zone` (no window: always).
+pub(crate) fn window_open(
+    window: Option<&MaintenanceWindow>,
+    zone: &jiff::tz::TimeZone,
+    now: jiff::Timestamp,
+) -> bool {
     let Some(window) = window else {
         return true;
     };
-    let now = now.to_offset(time::UtcOffset::UTC);
-    let day = match now.weekday() {
-        time::Weekday::Monday => Weekday::Mon,
-        time::Weekday::Tuesday => Weekday::Tue,
-        time::Weekday::Wednesday => Weekday::Wed,
-        time::Weekday::Thursday => Weekday::Thu,
-        time::Weekday::Friday => Weekday::Fri,
-        time::Weekday::Saturday => Weekday::Sat,
-        time::Weekday::Sunday => Weekday::Sun,
+    let local = now.to_zoned(zone.clone());
+    let day = match local.weekday() {
+        jiff::civil::Weekday::Monday => Weekday::Mon,
+        jiff::civil::Weekday::Tuesday => Weekday::Tue,
+        jiff::civil::Weekday::Wednesday => Weekday::Wed,
+        jiff::civil::Weekday::Thursday => Weekday::Thu,
+        jiff::civil::Weekday::Friday => Weekday::Fri,
+        jiff::civil::Weekday::Saturday => Weekday::Sat,
+        jiff::civil::Weekday::Sunday => Weekday::Sun,
     };
-    TimeOfDay::new(now.hour(), now.minute()).is_some_and(|t| window.contains(day, t))
+    let (hour, minute) = (local.hour(), local.minute());
+    u8::try_from(hour)
+        .ok()
+        .zip(u8::try_from(minute).ok())
+        .and_then(|(h, m)| TimeOfDay::new(h, m))
+        .is_some_and(|t| window.contains(day, t))
 }
 
 /// Whether the policy lets the device install on its own at `now`.
-fn may_install_automatically(policy: &UpdateSettings, now: time::OffsetDateTime) -> bool {
+fn may_install_automatically(
+    policy: &UpdateSettings,
+    zone: &jiff::tz::TimeZone,
+    now: jiff::Timestamp,
+) -> bool {
     policy.automatic
         && policy.install == InstallMode::Automatic
-        && window_open(policy.window.as_ref(), now)
+        && window_open(policy.window.as_ref(), zone, now)
 }
 
 /// Installs `release` (blocking; the caller holds the install flag):
@@ -874,11 +888,16 @@ pub(crate) fn check_once(shared: &Shared) -> Result<CheckOutcome, InstallError> 
         InstallError::Busy("updates are not configured on this device ([update])".into())
     })?;
     // A poisoned lock falls back to the secure defaults.
-    let policy = shared
+    let (policy, zone) = shared
         .settings
         .read()
-        .map(|s| s.settings.updates.clone())
-        .unwrap_or_default();
+        .map(|s| {
+            (
+                s.settings.updates.clone(),
+                s.settings.time_zone().unwrap_or(jiff::tz::TimeZone::UTC),
+            )
+        })
+        .unwrap_or_else(|_| (UpdateSettings::default(), jiff::tz::TimeZone::UTC));
     let found = updates.find_newest()?;
     let mut outcome = CheckOutcome {
         newest: found.newest,
@@ -903,7 +922,7 @@ pub(crate) fn check_once(shared: &Shared) -> Result<CheckOutcome, InstallError> 
             }),
         );
     }
-    if !may_install_automatically(&policy, time::OffsetDateTime::now_utc()) {
+    if !may_install_automatically(&policy, &zone, jiff::Timestamp::now()) {
         return Ok(outcome);
     }
     let Some(guard) = updates.try_begin() else {
@@ -1057,34 +1076,65 @@ mod tests {
     /// that ended at 06:00 and inside one that wraps past midnight to
     /// 09:00; no window is always open, and offsets are converted to UTC.
     #[test]
-    fn window_is_evaluated_in_utc_including_past_midnight() {
+    fn window_is_read_in_the_devices_time_zone_including_past_midnight_and_dst() {
         use agent_config::{MaintenanceWindow, TimeOfDay, Weekday};
+        use jiff::tz::TimeZone;
         let t = |h, m| TimeOfDay::new(h, m).unwrap();
-        let friday_0800 = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let utc = TimeZone::UTC;
+        // Friday 2027-01-15 08:00 UTC.
+        let friday_0800 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let window = |days: Vec<Weekday>, start, end| MaintenanceWindow { days, start, end };
-        assert!(window_open(None, friday_0800));
-        assert!(window_open(
-            Some(&window(vec![Weekday::Fri], t(7, 0), t(9, 0))),
+        let open = |w: &MaintenanceWindow, zone: &TimeZone, at| window_open(Some(w), zone, at);
+        assert!(window_open(None, &utc, friday_0800));
+        assert!(open(
+            &window(vec![Weekday::Fri], t(7, 0), t(9, 0)),
+            &utc,
             friday_0800
         ));
-        assert!(!window_open(
-            Some(&window(vec![Weekday::Fri], t(8, 1), t(9, 0))),
+        assert!(!open(
+            &window(vec![Weekday::Fri], t(8, 1), t(9, 0)),
+            &utc,
             friday_0800
         ));
-        assert!(!window_open(
-            Some(&window(vec![Weekday::Thu], t(22, 0), t(6, 0))),
+        assert!(!open(
+            &window(vec![Weekday::Thu], t(22, 0), t(6, 0)),
+            &utc,
             friday_0800
         ));
-        assert!(window_open(
-            Some(&window(vec![Weekday::Thu], t(22, 0), t(9, 0))),
+        assert!(open(
+            &window(vec![Weekday::Thu], t(22, 0), t(9, 0)),
+            &utc,
             friday_0800
         ));
-        // The same instant seen from UTC+10 (18:00 local) is still 08:00 UTC.
-        let local = friday_0800.to_offset(time::UtcOffset::from_hms(10, 0, 0).unwrap());
-        assert!(window_open(
-            Some(&window(vec![Weekday::Fri], t(7, 0), t(9, 0))),
-            local
+        // The same instant is 09:00 in Berlin (UTC+1 in January).
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        assert!(!open(
+            &window(vec![Weekday::Fri], t(7, 0), t(9, 0)),
+            &berlin,
+            friday_0800
         ));
+        assert!(open(
+            &window(vec![Weekday::Fri], t(8, 30), t(9, 30)),
+            &berlin,
+            friday_0800
+        ));
+        // New York springs forward on Sunday 2027-03-14: 01:59 EST is
+        // followed by 03:00 EDT. A window inside the gap never opens; one
+        // that starts in it is open from 03:00.
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let before_gap = jiff::civil::date(2027, 3, 14)
+            .at(1, 59, 0, 0)
+            .to_zoned(ny.clone())
+            .unwrap()
+            .timestamp();
+        let after_gap = before_gap + jiff::SignedDuration::from_secs(60);
+        assert_eq!(after_gap.to_zoned(ny.clone()).hour(), 3);
+        let in_gap = window(vec![Weekday::Sun], t(2, 0), t(2, 59));
+        assert!(!open(&in_gap, &ny, before_gap));
+        assert!(!open(&in_gap, &ny, after_gap));
+        let from_gap = window(vec![Weekday::Sun], t(2, 30), t(4, 0));
+        assert!(!open(&from_gap, &ny, before_gap));
+        assert!(open(&from_gap, &ny, after_gap));
 
         let policy = |automatic, install| UpdateSettings {
             automatic,
@@ -1093,14 +1143,17 @@ mod tests {
         };
         assert!(may_install_automatically(
             &policy(true, InstallMode::Automatic),
+            &utc,
             friday_0800
         ));
         assert!(!may_install_automatically(
             &policy(true, InstallMode::Manual),
+            &utc,
             friday_0800
         ));
         assert!(!may_install_automatically(
             &policy(false, InstallMode::Automatic),
+            &utc,
             friday_0800
         ));
     }
