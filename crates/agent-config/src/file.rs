@@ -244,6 +244,11 @@ pub struct UpdateSection {
     /// the committed slot) and is reported. At most 16, run in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<HealthCheckSection>,
+    /// The command that restarts the device into an installed release,
+    /// e.g. `["/usr/bin/systemctl", "reboot"]` (absolute program path, no
+    /// shell). Absent: the agent never restarts the device; installs ask
+    /// the user to.
+    pub restart_command: Option<Vec<String>>,
 }
 
 fn default_threshold() -> u32 {
@@ -391,33 +396,38 @@ impl UpdateSection {
                     field: format!("{field}.name"),
                 });
             }
-            let command = format!("{field}.command");
-            if hc.command.is_empty() || hc.command.len() > 32 {
-                return Err(check::invalid(
-                    &command,
-                    "a program and its arguments: 1 to 32 entries",
-                ));
-            }
-            if !Path::new(&hc.command[0]).is_absolute() {
-                return Err(check::invalid(
-                    &command,
-                    "an absolute program path first (no PATH lookup)",
-                ));
-            }
-            if hc
-                .command
-                .iter()
-                .any(|a| a.len() > 4096 || a.contains('\0'))
-            {
-                return Err(check::invalid(
-                    &command,
-                    "arguments of at most 4096 bytes without NUL",
-                ));
-            }
+            check_command(&format!("{field}.command"), &hc.command)?;
             check::range(&format!("{field}.timeout_secs"), hc.timeout_secs, 1, 600)?;
+        }
+        if let Some(command) = &self.restart_command {
+            check_command("update.restart_command", command)?;
         }
         Ok(())
     }
+}
+
+/// A program to run directly: 1 to 32 entries, an absolute program path
+/// first (no `PATH` lookup), arguments of at most 4096 bytes without NUL.
+fn check_command(field: &str, command: &[String]) -> Result<()> {
+    if command.is_empty() || command.len() > 32 {
+        return Err(check::invalid(
+            field,
+            "a program and its arguments: 1 to 32 entries",
+        ));
+    }
+    if !Path::new(&command[0]).is_absolute() {
+        return Err(check::invalid(
+            field,
+            "an absolute program path first (no PATH lookup)",
+        ));
+    }
+    if command.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
+        return Err(check::invalid(
+            field,
+            "arguments of at most 4096 bytes without NUL",
+        ));
+    }
+    Ok(())
 }
 
 /// `http://host[:port]/path/` or `file:///path/`: what the TUF client

@@ -110,7 +110,8 @@ pub use file::{
 };
 pub use settings::{
     AuthSettings, DeviceInfo, DeviceSettings, InstallMode, LogLevel, LoggingSettings,
-    MAX_SETTINGS_JSON_BYTES, MaintenanceWindow, TelemetrySettings, TimeOfDay, TimeSettings,
-    TlsSettings, TlsVersion, UpdateSettings, Validated, WEAKENABLE_SETTINGS, Weakening, Weekday,
+    MAX_SETTINGS_JSON_BYTES, MaintenanceWindow, RestartMode, TelemetrySettings, TimeOfDay,
+    TimeSettings, TlsSettings, TlsVersion, UpdateSettings, Validated, WEAKENABLE_SETTINGS,
+    Weakening, Weekday,
 };
 pub use version::Versioned;

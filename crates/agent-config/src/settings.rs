@@ -203,7 +203,10 @@ impl Default for TelemetrySettings {
 /// plus a random delay of up to `jitter_secs` (so that a fleet does not
 /// call at once), announces a newer release once (`notify_available`) and,
 /// with `automatic` on and `install` `automatic`, installs it inside the
-/// maintenance `window` (anytime without one).
+/// maintenance `window` (anytime without one). An installed release takes
+/// effect at the next restart, which interrupts the device: with
+/// `restart` `automatic` the user is notified `restart_notice_secs` ahead,
+/// with `confirm` the restart waits for an owner or a granted service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpdateSettings {
@@ -223,6 +226,24 @@ pub struct UpdateSettings {
     pub window: Option<MaintenanceWindow>,
     /// Whether a newer release raises an `update_available` notification.
     pub notify_available: bool,
+    /// Whether the device restarts into an installed release on its own
+    /// (after the notice) or waits for a confirmed restart.
+    pub restart: RestartMode,
+    /// Seconds between the restart notice and the restart itself.
+    #[schema(minimum = 0, maximum = 86400)]
+    pub restart_notice_secs: u32,
+}
+
+/// Whether the interruption that finishes an update needs a confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartMode {
+    /// Restart after the notice (needs the boot file's
+    /// `update.restart_command`).
+    #[default]
+    Automatic,
+    /// Announce, and restart only on `POST /api/v1/update/restart`.
+    Confirm,
 }
 
 impl Default for UpdateSettings {
@@ -234,6 +255,8 @@ impl Default for UpdateSettings {
             jitter_secs: 900,
             window: None,
             notify_available: true,
+            restart: RestartMode::Automatic,
+            restart_notice_secs: 300,
         }
     }
 }
@@ -634,6 +657,12 @@ impl DeviceSettings {
             604_800,
         )?;
         check::range("updates.jitter_secs", updates.jitter_secs, 0, 3600)?;
+        check::range(
+            "updates.restart_notice_secs",
+            updates.restart_notice_secs,
+            0,
+            86_400,
+        )?;
         if let Some(window) = &updates.window {
             if window.days.is_empty() {
                 return Err(check::invalid(
@@ -1174,6 +1203,10 @@ mod tests {
         assert_eq!((u.check_interval_secs, u.jitter_secs), (21_600, 900));
         assert_eq!(u.window, None);
         assert!(u.notify_available);
+        assert_eq!(
+            (u.restart, u.restart_notice_secs),
+            (RestartMode::Automatic, 300)
+        );
         let v = with(r#"{"updates": {}}"#).unwrap();
         assert_eq!(v.settings().updates, u);
     }
@@ -1321,6 +1354,12 @@ mod tests {
         assert_eq!(p["check_interval_secs"]["maximum"], 604_800);
         assert_eq!(p["jitter_secs"]["minimum"], 0);
         assert_eq!(p["jitter_secs"]["maximum"], 3600);
+        assert_eq!(p["restart_notice_secs"]["maximum"], 86_400);
+        let err = with(r#"{"updates": {"restart_notice_secs": 86401}}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::OutOfRange { field, .. } if field == "updates.restart_notice_secs"),
+            "{err}"
+        );
         let window = serde_json::to_value(MaintenanceWindow::schema()).unwrap();
         assert_eq!(window["properties"]["days"]["minItems"], 1);
         assert_eq!(window["properties"]["days"]["maxItems"], 7);

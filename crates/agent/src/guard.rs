@@ -39,7 +39,7 @@ pub const MTLS_SCHEME: &str = "mtls";
 /// The routes that answer in fail-safe mode: status, sign-in and claim,
 /// the API document, the notification list (the alert path), and the
 /// update routes (the recovery channel).
-pub const FAIL_SAFE_ROUTES: [(&str, &str); 9] = [
+pub const FAIL_SAFE_ROUTES: [(&str, &str); 10] = [
     ("GET", "/api/v1/status"),
     ("POST", "/api/v1/session"),
     ("DELETE", "/api/v1/session"),
@@ -49,6 +49,7 @@ pub const FAIL_SAFE_ROUTES: [(&str, &str); 9] = [
     ("GET", "/api/v1/update/status"),
     ("POST", "/api/v1/update/install"),
     ("POST", "/api/v1/update/check"),
+    ("POST", "/api/v1/update/restart"),
 ];
 
 /// Whether a route answers in fail-safe mode.

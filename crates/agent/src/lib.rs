@@ -383,6 +383,9 @@ impl RunningAgent {
         if let Some(scheduler) = &self.scheduler {
             scheduler.abort();
         }
+        if let Some(updates) = &self.shared.updates {
+            updates.cancel_pending_restart();
+        }
         self.shared.interfaces.stop_all().await;
         self.shared.record_quietly(Event::system(
             Severity::Notice,

@@ -45,7 +45,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use agent_config::{
-    BootLoader, InstallMode, MaintenanceWindow, TimeOfDay, UpdateSection, UpdateSettings, Weekday,
+    BootLoader, InstallMode, MaintenanceWindow, RestartMode, TimeOfDay, UpdateSection,
+    UpdateSettings, Weekday,
 };
 use anyhow::Context;
 use serde::Serialize;
@@ -74,6 +75,9 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// Largest provisioned root metadata read.
 const MAX_ROOT_FILE: u64 = 1024 * 1024;
+
+/// How long `update.restart_command` may run.
+const RESTART_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Most release manifests one check fetches: bounds the work a
 /// repository listing can cause.
@@ -280,6 +284,10 @@ pub(crate) struct UpdateStatus {
     security_floor: Option<u64>,
     /// The last install since the agent started.
     last_install: Option<InstallSummary>,
+    /// A release is installed and waits for a restart to be tried.
+    restart_pending: bool,
+    /// Whether the agent can restart the device (`update.restart_command`).
+    restart_configured: bool,
 }
 
 impl UpdateStatus {
@@ -294,6 +302,8 @@ impl UpdateStatus {
             slots: Vec::new(),
             security_floor: None,
             last_install: None,
+            restart_pending: false,
+            restart_configured: false,
         }
     }
 }
@@ -335,6 +345,12 @@ pub(crate) struct Updates {
     announced: Mutex<Option<u64>>,
     /// Checks a trial must pass before it is committed.
     health: Vec<HealthCheck>,
+    /// Restarts the device into an installed release (`None`: the user
+    /// must).
+    restart_command: Option<Vec<String>>,
+    /// The announced automatic restart, cancelled by a newer one or by
+    /// shutdown.
+    pending_restart: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for Updates {
@@ -443,6 +459,8 @@ impl Updates {
                     timeout: std::time::Duration::from_secs(u64::from(hc.timeout_secs)),
                 })
                 .collect(),
+            restart_command: section.restart_command.clone(),
+            pending_restart: Mutex::new(None),
         })
     }
 
@@ -579,7 +597,57 @@ impl Updates {
             slots,
             security_floor: Some(self.floor.get()?),
             last_install: self.last_install.lock().ok().and_then(|l| l.clone()),
+            restart_pending: Self::trial_waits(&state, booted),
+            restart_configured: self.restart_command.is_some(),
         })
+    }
+
+    /// Whether a slot is marked to be tried and is not the one running.
+    fn trial_waits(state: &update::boot::BootState, booted: SlotName) -> bool {
+        state
+            .tried
+            .is_some_and(|(slot, attempts)| slot != booted && attempts > 0)
+    }
+
+    /// Whether an installed release waits for a restart.
+    pub(crate) fn restart_pending(&self) -> update::Result<bool> {
+        Ok(Self::trial_waits(&self.boot.state()?, self.boot.booted()?))
+    }
+
+    /// Whether the agent can restart the device.
+    pub(crate) fn can_restart(&self) -> bool {
+        self.restart_command.is_some()
+    }
+
+    /// Runs `update.restart_command` (blocking). It normally returns at
+    /// once (the system then stops the agent); a failure is reported.
+    pub(crate) fn restart_now(&self) -> Result<(), String> {
+        let Some(command) = &self.restart_command else {
+            return Err(
+                "no update.restart_command is configured: restart the device by hand".into(),
+            );
+        };
+        let check = HealthCheck {
+            name: "restart".into(),
+            program: PathBuf::from(&command[0]),
+            args: command[1..].to_vec(),
+            timeout: RESTART_COMMAND_TIMEOUT,
+        };
+        update::health::run(&check)
+    }
+
+    /// Replaces the scheduled restart, if any, by `next`.
+    pub(crate) fn set_pending_restart(&self, next: Option<tokio::task::AbortHandle>) {
+        if let Ok(mut pending) = self.pending_restart.lock()
+            && let Some(previous) = std::mem::replace(&mut *pending, next)
+        {
+            previous.abort();
+        }
+    }
+
+    /// Cancels an announced automatic restart (agent shutdown).
+    pub(crate) fn cancel_pending_restart(&self) {
+        self.set_pending_restart(None);
     }
 
     /// The version code of the running release: that of the booted slot's
@@ -837,7 +905,7 @@ fn may_install_automatically(
 /// the outcome as the last install. The caller records the event under
 /// its actor.
 pub(crate) fn run_install(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     engine: &Updates,
     release: &str,
 ) -> Result<InstallSummary, InstallError> {
@@ -855,10 +923,108 @@ pub(crate) fn run_install(
         );
     });
     match &result {
-        Ok(summary) => engine.remember(summary.clone()),
+        Ok(summary) => {
+            engine.remember(summary.clone());
+            announce_restart(shared, engine, summary);
+        }
         Err(e) => engine.remember(InstallSummary::failed(release, e)),
     }
     result
+}
+
+/// After an install: the release takes effect at the next restart, which
+/// interrupts the device, so the user hears of it first (5.2.7.2 b). With
+/// `updates.restart` `automatic` and a restart command, the agent restarts
+/// the device `restart_notice_secs` later; otherwise it asks for the
+/// restart (`POST /api/v1/update/restart`, or by hand).
+fn announce_restart(shared: &Arc<Shared>, engine: &Updates, summary: &InstallSummary) {
+    let policy = shared
+        .settings
+        .read()
+        .map(|s| s.settings.updates.clone())
+        .unwrap_or_default();
+    let version = summary.version.clone().unwrap_or_default();
+    let detail = serde_json::json!({
+        "release": summary.release,
+        "version": version,
+        "restart": policy.restart,
+        "restart_in_secs": policy.restart_notice_secs,
+        "restart_configured": engine.can_restart(),
+    });
+    let automatic = policy.restart == RestartMode::Automatic && engine.can_restart();
+    let Some(runtime) = tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|_| automatic)
+    else {
+        let how = if engine.can_restart() {
+            "confirm the restart (POST /api/v1/update/restart)"
+        } else {
+            "restart the device"
+        };
+        shared.notify(
+            notify::Kind::RestartPending,
+            notify::Severity::Warning,
+            &format!("Update {version} is installed: {how} to start it"),
+            detail,
+        );
+        return;
+    };
+    shared.notify(
+        notify::Kind::RestartPending,
+        notify::Severity::Warning,
+        &format!(
+            "Update {version} is installed: the device restarts in {} s to start it",
+            policy.restart_notice_secs
+        ),
+        detail,
+    );
+    let notice = std::time::Duration::from_secs(u64::from(policy.restart_notice_secs));
+    let task = schedule_restart(
+        &runtime,
+        shared,
+        notice,
+        &format!("release {}", summary.release),
+    );
+    engine.set_pending_restart(Some(task));
+}
+
+/// Restarts the device after `delay` through `update.restart_command` and
+/// records the outcome as `update.restart`. Returns the handle that
+/// cancels it while it waits.
+pub(crate) fn schedule_restart(
+    runtime: &tokio::runtime::Handle,
+    shared: &Arc<Shared>,
+    delay: std::time::Duration,
+    release: &str,
+) -> tokio::task::AbortHandle {
+    let shared = shared.clone();
+    let release = release.to_owned();
+    runtime
+        .spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(engine) = shared.updates.clone() else {
+                return;
+            };
+            let outcome = tokio::task::spawn_blocking(move || engine.restart_now())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            let event = match outcome {
+                Ok(()) => Event::system(
+                    Severity::Notice,
+                    "update.restart",
+                    Outcome::Success,
+                    &format!("restarting into {release}"),
+                ),
+                Err(e) => Event::system(
+                    Severity::Warning,
+                    "update.restart",
+                    Outcome::Failure,
+                    &format!("restart into {release} failed: {e}"),
+                ),
+            };
+            shared.record_quietly(event);
+        })
+        .abort_handle()
 }
 
 impl InstallSummary {
@@ -883,7 +1049,7 @@ impl InstallSummary {
 /// once (`updates.notify_available`), and installs it when the policy
 /// allows an automatic install now and no other install runs. Events of
 /// an automatic install are recorded with the actor `system`.
-pub(crate) fn check_once(shared: &Shared) -> Result<CheckOutcome, InstallError> {
+pub(crate) fn check_once(shared: &Arc<Shared>) -> Result<CheckOutcome, InstallError> {
     let updates = shared.updates.clone().ok_or_else(|| {
         InstallError::Busy("updates are not configured on this device ([update])".into())
     })?;

@@ -87,6 +87,9 @@ pub enum Kind {
     SecurityAlert,
     /// A software update can be installed.
     UpdateAvailable,
+    /// An installed update takes effect at a restart: announced before
+    /// the device restarts itself, or asking for the restart.
+    RestartPending,
     /// Software or configuration failed an integrity check.
     IntegrityFailure,
     /// Confirmation that user data was removed.

@@ -106,6 +106,7 @@ pub(crate) fn routes() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(update::status))
         .routes(routes!(update::install))
         .routes(routes!(update::check))
+        .routes(routes!(update::restart))
         .split_for_parts()
 }
 

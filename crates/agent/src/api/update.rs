@@ -22,7 +22,7 @@ use crate::guard::Caller;
 use crate::state::Shared;
 use crate::updates::{
     CheckOutcome, InstallError, InstallSummary, UpdateStatus, check_once, run_install,
-    valid_release,
+    schedule_restart, valid_release,
 };
 
 /// Update status: boot state, the release in each slot, the security
@@ -159,6 +159,79 @@ fn install_error(e: InstallError) -> ApiError {
         InstallError::Busy(m) => ApiError::Conflict(m),
         InstallError::Internal(m) => ApiError::internal("update", m),
     }
+}
+
+/// The caller's password, re-entered for an action that interrupts the
+/// device.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestartRequest {
+    /// The caller's own password, re-entered (people only).
+    #[schema(value_type = Option<String>, format = Password)]
+    current_password: Option<Password>,
+}
+
+/// Restart the device now to start the installed release (the confirmed
+/// restart of `updates.restart` = `confirm`, or an earlier one than the
+/// announced automatic restart). It interrupts the device: owner with the
+/// password re-entered, or a service granted `install-update`. The
+/// answer comes before the restart command runs.
+#[utoipa::path(
+    post,
+    path = "/api/v1/update/restart",
+    tag = "update",
+    security(("session" = ["install-update"]), ("mtls" = ["install-update"])),
+    request_body = RestartRequest,
+    responses(
+        (status = 202, description = "The device restarts now"),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Not authenticated or wrong password", body = ErrorBody),
+        (status = 403, description = "Not permitted, or the password was not re-entered", body = ErrorBody),
+        (status = 409, description = "Updates or update.restart_command are not configured, or no installed release waits for a restart", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody),
+    )
+)]
+pub(crate) async fn restart(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(request): JsonBody<RestartRequest>,
+) -> ApiResult<axum::http::StatusCode> {
+    shared
+        .authorize_destructive(&caller, Permission::InstallUpdate, request.current_password)
+        .await?;
+    let updates = shared.updates.clone().ok_or_else(|| {
+        ApiError::Conflict("updates are not configured on this device ([update])".into())
+    })?;
+    if !updates.can_restart() {
+        return Err(ApiError::Conflict(
+            "no update.restart_command is configured: restart the device by hand".into(),
+        ));
+    }
+    let probe = updates.clone();
+    let pending = tokio::task::spawn_blocking(move || probe.restart_pending())
+        .await
+        .map_err(|e| ApiError::internal("update restart", e))?
+        .map_err(|e| ApiError::internal("update restart", e))?;
+    if !pending {
+        return Err(ApiError::Conflict(
+            "no installed release waits for a restart".into(),
+        ));
+    }
+    shared.record(actor_event(
+        &caller,
+        "update.restart",
+        "restart into the installed release requested",
+    ))?;
+    // Answer first: the restart stops this process.
+    let task = schedule_restart(
+        &tokio::runtime::Handle::current(),
+        &shared,
+        std::time::Duration::from_millis(200),
+        "the installed release",
+    );
+    updates.set_pending_restart(Some(task));
+    Ok(axum::http::StatusCode::ACCEPTED)
 }
 
 /// Check the update repository now (5.2.7.2 b): finds the newest release

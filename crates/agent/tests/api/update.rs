@@ -269,6 +269,7 @@ impl Rig {
             }),
             booted_slot: None,
             health_checks: Vec::new(),
+            restart_command: None,
         });
         file.validate().unwrap();
         file
@@ -475,6 +476,168 @@ async fn owner_installs_a_signed_release_and_the_trial_commits_after_boot() {
     );
     assert_eq!(installed.event.actor.as_deref(), Some("owner"));
     assert!(events.iter().any(|e| e.event.action == "update.commit"));
+}
+
+async fn restart(client: &mut Client, password: Option<&str>) -> support::Reply {
+    let body = match password {
+        Some(p) => json!({ "current_password": p }),
+        None => json!({}),
+    };
+    client
+        .call(Method::POST, "/api/v1/update/restart", Some(body))
+        .await
+}
+
+/// A restart command that appends a line to `marker` (a stand-in for
+/// `systemctl reboot` that a test can observe).
+fn restart_marker(file: &mut AgentFile, marker: &Path) {
+    file.update.as_mut().unwrap().restart_command = Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("echo restarted >> {}", marker.display()),
+    ]);
+    file.validate().unwrap();
+}
+
+fn restarts(marker: &Path) -> usize {
+    std::fs::read_to_string(marker)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// 5.2.7.2 b: the install does not interrupt the device by itself. With
+/// `updates.restart` = `confirm` the user is told and the restart waits;
+/// an operator cannot confirm it, the owner can (password re-entered),
+/// and the restart command then runs once and is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_install_waits_for_the_owners_confirmation() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let marker = device.state_dir.join("restarted");
+    let mut file = rig.file(&device);
+    restart_marker(&mut file, &marker);
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    create_account(&mut owner, "operator", "operator", OPERATOR_PASSWORD).await;
+    let mut operator = support::session(addr, &device.root(), "operator", OPERATOR_PASSWORD).await;
+    let changed =
+        support::put_settings(&mut owner, json!({"updates": {"restart": "confirm"}})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+
+    let early = restart(&mut owner, Some(OWNER_PASSWORD)).await;
+    assert_eq!(
+        early.status,
+        StatusCode::CONFLICT,
+        "nothing installed yet: {:?}",
+        early.body
+    );
+
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let status = update_status(&mut owner).await;
+    assert_eq!(status["restart_pending"], true, "{status}");
+    assert_eq!(status["restart_configured"], true, "{status}");
+    let notes = support::notifications(&mut owner).await;
+    let pending = notes
+        .iter()
+        .find(|n| n["kind"] == "restart_pending")
+        .unwrap_or_else(|| panic!("no restart_pending notification: {notes:?}"));
+    assert!(
+        pending["title"]
+            .as_str()
+            .unwrap()
+            .contains("confirm the restart"),
+        "{pending}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(restarts(&marker), 0, "restarted without confirmation");
+
+    let refused = restart(&mut operator, Some(OPERATOR_PASSWORD)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+    let refused = restart(&mut owner, None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+    assert_eq!(restarts(&marker), 0);
+
+    let accepted = restart(&mut owner, Some(OWNER_PASSWORD)).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while restarts(&marker) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok(),
+        "the restart command did not run"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.shutdown().await;
+    assert_eq!(restarts(&marker), 1);
+    let events = events(&device);
+    let restarted: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.action == "update.restart")
+        .collect();
+    assert_eq!(restarted.len(), 2, "request and outcome: {restarted:?}");
+    assert_eq!(restarted[0].event.actor.as_deref(), Some("owner"));
+    assert_eq!(
+        restarted[1].event.outcome,
+        store::eventlog::Outcome::Success
+    );
+}
+
+/// With the default `updates.restart` = `automatic`, the user is warned
+/// `restart_notice_secs` ahead and the device then restarts on its own;
+/// without a restart command the agent only asks for the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_restart_comes_after_its_notice() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let marker = device.state_dir.join("restarted");
+    let mut file = rig.file(&device);
+    restart_marker(&mut file, &marker);
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    let changed =
+        support::put_settings(&mut owner, json!({"updates": {"restart_notice_secs": 2}})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let installed = std::time::Instant::now();
+    let notes = support::notifications(&mut owner).await;
+    let pending = notes
+        .iter()
+        .find(|n| n["kind"] == "restart_pending")
+        .unwrap_or_else(|| panic!("no restart_pending notification: {notes:?}"));
+    assert!(
+        pending["title"]
+            .as_str()
+            .unwrap()
+            .contains("restarts in 2 s"),
+        "{pending}"
+    );
+    assert_eq!(pending["detail"]["restart_in_secs"], 2);
+    assert_eq!(restarts(&marker), 0, "restarted before the notice ran out");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while restarts(&marker) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok(),
+        "the automatic restart did not happen"
+    );
+    assert!(installed.elapsed() >= Duration::from_millis(1500));
+    agent.shutdown().await;
+    assert!(
+        events(&device)
+            .iter()
+            .any(|e| e.event.action == "update.restart"
+                && e.event.outcome == store::eventlog::Outcome::Success)
+    );
 }
 
 /// A trial that verifies but fails a configured health check is not
