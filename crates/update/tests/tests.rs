@@ -628,22 +628,18 @@ mod commit {
             args: vec!["-c".into(), script.into()],
             timeout: std::time::Duration::from_secs(10),
         };
+        let confirm = |checks: &[update::health::HealthCheck]| {
+            confirm_boot_with_health(&f.boot, &f.slots, &f.records(), &f.floor, f.trust(), checks)
+                .unwrap()
+        };
         f.installer()
             .install(&release, &mut counting(&new))
             .unwrap();
         assert_eq!(f.boot.boot().unwrap(), SlotName::B);
-        let outcome = confirm_boot_with_health(
-            &f.boot,
-            &f.slots,
-            &f.records(),
-            &f.floor,
-            f.trust(),
-            &[
-                check("exit 0"),
-                check("echo 'port 1883 closed' >&2; exit 1"),
-            ],
-        )
-        .unwrap();
+        let outcome = confirm(&[
+            check("exit 0"),
+            check("echo 'port 1883 closed' >&2; exit 1"),
+        ]);
         assert!(
             matches!(&outcome, BootOutcome::Failed { slot: SlotName::B, was_trial: true, reason } if reason.contains("port 1883 closed")),
             "{outcome:?}"
@@ -655,15 +651,7 @@ mod commit {
         );
         assert_eq!(f.boot.boot().unwrap(), SlotName::A);
         // The committed slot is not judged by health checks.
-        let outcome = confirm_boot_with_health(
-            &f.boot,
-            &f.slots,
-            &f.records(),
-            &f.floor,
-            f.trust(),
-            &[check("exit 1")],
-        )
-        .unwrap();
+        let outcome = confirm(&[check("exit 1")]);
         assert!(
             matches!(
                 outcome,
@@ -679,15 +667,7 @@ mod commit {
             .install(&release, &mut counting(&new))
             .unwrap();
         assert_eq!(f.boot.boot().unwrap(), SlotName::B);
-        let outcome = confirm_boot_with_health(
-            &f.boot,
-            &f.slots,
-            &f.records(),
-            &f.floor,
-            f.trust(),
-            &[check("exit 0")],
-        )
-        .unwrap();
+        let outcome = confirm(&[check("exit 0")]);
         assert!(
             matches!(
                 outcome,

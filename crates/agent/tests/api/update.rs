@@ -499,6 +499,33 @@ fn restart_marker(file: &mut AgentFile, marker: &Path) {
     file.validate().unwrap();
 }
 
+/// Whether the restart command ran within `limit`.
+async fn restarted_within(marker: &Path, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        while restarts(marker) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A claimed device whose agent has a restart command that leaves a
+/// marker, with `updates` settings `policy` in force.
+async fn restart_rig(policy: Value) -> (Device, Rig, PathBuf, agent::RunningAgent, Client) {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let marker = device.state_dir.join("restarted");
+    let mut file = rig.file(&device);
+    restart_marker(&mut file, &marker);
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    let changed = support::put_settings(&mut owner, json!({ "updates": policy })).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    (device, rig, marker, agent, owner)
+}
+
 fn restarts(marker: &Path) -> usize {
     std::fs::read_to_string(marker)
         .map(|t| t.lines().count())
@@ -511,20 +538,10 @@ fn restarts(marker: &Path) -> usize {
 /// and the restart command then runs once and is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_install_waits_for_the_owners_confirmation() {
-    let device = Device::provision();
-    let rig = Rig::good_only_blocking(&device);
-    let marker = device.state_dir.join("restarted");
-    let mut file = rig.file(&device);
-    restart_marker(&mut file, &marker);
-    let agent = device.start_with(file).await;
+    let (device, _rig, marker, agent, mut owner) = restart_rig(json!({"restart": "confirm"})).await;
     let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
     create_account(&mut owner, "operator", "operator", OPERATOR_PASSWORD).await;
     let mut operator = support::session(addr, &device.root(), "operator", OPERATOR_PASSWORD).await;
-    let changed =
-        support::put_settings(&mut owner, json!({"updates": {"restart": "confirm"}})).await;
-    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
-
     let early = restart(&mut owner, Some(OWNER_PASSWORD)).await;
     assert_eq!(
         early.status,
@@ -562,13 +579,7 @@ async fn restart_after_install_waits_for_the_owners_confirmation() {
     let accepted = restart(&mut owner, Some(OWNER_PASSWORD)).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
     assert!(
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while restarts(&marker) == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .is_ok(),
+        restarted_within(&marker, Duration::from_secs(10)).await,
         "the restart command did not run"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -588,21 +599,11 @@ async fn restart_after_install_waits_for_the_owners_confirmation() {
 }
 
 /// With the default `updates.restart` = `automatic`, the user is warned
-/// `restart_notice_secs` ahead and the device then restarts on its own;
-/// without a restart command the agent only asks for the restart.
+/// `restart_notice_secs` ahead and the device then restarts on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn automatic_restart_comes_after_its_notice() {
-    let device = Device::provision();
-    let rig = Rig::good_only_blocking(&device);
-    let marker = device.state_dir.join("restarted");
-    let mut file = rig.file(&device);
-    restart_marker(&mut file, &marker);
-    let agent = device.start_with(file).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
-    let changed =
-        support::put_settings(&mut owner, json!({"updates": {"restart_notice_secs": 2}})).await;
-    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let (device, _rig, marker, agent, mut owner) =
+        restart_rig(json!({"restart_notice_secs": 2})).await;
     let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let installed = std::time::Instant::now();
@@ -621,13 +622,7 @@ async fn automatic_restart_comes_after_its_notice() {
     assert_eq!(pending["detail"]["restart_in_secs"], 2);
     assert_eq!(restarts(&marker), 0, "restarted before the notice ran out");
     assert!(
-        tokio::time::timeout(Duration::from_secs(15), async {
-            while restarts(&marker) == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .is_ok(),
+        restarted_within(&marker, Duration::from_secs(15)).await,
         "the automatic restart did not happen"
     );
     assert!(installed.elapsed() >= Duration::from_millis(1500));
