@@ -67,6 +67,7 @@ use tokio::task::JoinHandle;
 pub use guard::{Requirement, RouteTable};
 pub use interfaces::{MAINTENANCE_API, MANAGEMENT_API};
 pub use state::Shared;
+pub use update::anti_rollback::MonotonicCounter;
 pub use updates::DIR as UPDATE_DIR;
 
 /// What the agent runs on: a provisioned device and its boot file.
@@ -79,6 +80,10 @@ pub struct AgentParts {
     pub keystore: Arc<dyn KeyStore>,
     /// Argon2id cost for new password hashes (default: OWASP baseline).
     pub hash_params: access::HashParams,
+    /// A counter that backs the update security floor against a rollback
+    /// of the store (a TPM NV counter where the device has a TPM); `None`
+    /// keeps the floor in the store alone.
+    pub floor_counter: Option<Box<dyn MonotonicCounter>>,
 }
 
 impl std::fmt::Debug for AgentParts {
@@ -112,6 +117,7 @@ impl Agent {
             identity,
             keystore,
             hash_params,
+            floor_counter,
         } = parts;
         let state_dir = file.state_dir.clone();
         let device_key = KeyRef::new(keystore.clone(), identity.record.key_label.clone())
@@ -183,7 +189,7 @@ impl Agent {
         let (updates, startup) = match &file.update {
             Some(section) => {
                 let updates = Arc::new(
-                    updates::Updates::open(section, &state_dir, store.clone())
+                    updates::Updates::open(section, &state_dir, store.clone(), floor_counter)
                         .context("opening the update engine ([update])")?,
                 );
                 let worker = updates.clone();

@@ -26,7 +26,10 @@
 //!   plain file names, so a release cannot be a directory.
 //! - The security floor lives in the encrypted store (security floor
 //!   category, name [`FLOOR`]): it survives a factory reset and only rises
-//!   ([`StoreFloor`]).
+//!   ([`StoreFloor`]). Given a monotonic counter (a TPM NV counter), the
+//!   floor in force is the higher of the store's and the counter's
+//!   ([`update::anti_rollback::CounterBackedFloor`]), so putting back an
+//!   old copy of the store does not lower it.
 //! - Slot records, the install journal and the TUF datastore live in
 //!   `<state_dir>/update/` ([`DIR`]), beside the store, where the update
 //!   crate's crash-safe ordering expects them.
@@ -50,7 +53,7 @@ use agent_config::{
 };
 use anyhow::Context;
 use serde::Serialize;
-use update::anti_rollback::SecurityFloor;
+use update::anti_rollback::{CounterBackedFloor, MonotonicCounter, SecurityFloor};
 use update::boot::{BootControl, FileBootControl, GrubEnv, SlotName, Slots, UBootEnv};
 use update::commit::{BootOutcome, Trust, confirm_boot_with_health};
 use update::health::HealthCheck;
@@ -336,7 +339,7 @@ pub(crate) struct Updates {
     dir: PathBuf,
     trusted: TrustedKeys,
     threshold: usize,
-    floor: StoreFloor,
+    floor: Box<dyn SecurityFloor>,
     repository: Option<Repository>,
     finding: RwLock<Option<String>>,
     installing: AtomicBool,
@@ -387,10 +390,13 @@ fn read_bounded(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
 
 impl Updates {
     /// Reads the keys and the provisioned root, opens the boot loader.
+    /// The security floor is the store's, backed by `floor_counter` if
+    /// there is one.
     pub(crate) fn open(
         section: &UpdateSection,
         state_dir: &Path,
         store: Arc<store::Store>,
+        floor_counter: Option<Box<dyn MonotonicCounter>>,
     ) -> anyhow::Result<Self> {
         let dir = state_dir.join(DIR);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -443,7 +449,10 @@ impl Updates {
             dir,
             trusted,
             threshold: section.threshold as usize,
-            floor: StoreFloor::new(store),
+            floor: match floor_counter {
+                Some(counter) => Box::new(CounterBackedFloor::new(StoreFloor::new(store), counter)),
+                None => Box::new(StoreFloor::new(store)),
+            },
             repository,
             finding: RwLock::new(None),
             installing: AtomicBool::new(false),
@@ -485,7 +494,7 @@ impl Updates {
                 &*self.boot,
                 &self.slots,
                 &records,
-                &self.floor,
+                &*self.floor,
                 self.trust(),
                 &self.health,
             )
@@ -1005,23 +1014,24 @@ pub(crate) fn schedule_restart(
             let Some(engine) = shared.updates.clone() else {
                 return;
             };
+            // Recorded first: a restart that works stops this process
+            // before it could record anything afterwards.
+            shared.record_quietly(Event::system(
+                Severity::Notice,
+                "update.restart",
+                Outcome::Success,
+                &format!("restarting into {release}"),
+            ));
             let outcome = tokio::task::spawn_blocking(move || engine.restart_now())
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
-            let event = match outcome {
-                Ok(()) => Event::system(
-                    Severity::Notice,
-                    "update.restart",
-                    Outcome::Success,
-                    &format!("restarting into {release}"),
-                ),
-                Err(e) => Event::system(
-                    Severity::Warning,
-                    "update.restart",
-                    Outcome::Failure,
-                    &format!("restart into {release} failed: {e}"),
-                ),
-            };
+            let Err(e) = outcome else { return };
+            let event = Event::system(
+                Severity::Warning,
+                "update.restart",
+                Outcome::Failure,
+                &format!("restart into {release} failed: {e}"),
+            );
             shared.record_quietly(event);
         })
         .abort_handle()

@@ -132,6 +132,7 @@ impl Device {
             identity: provision::load(&self.state_dir).unwrap(),
             keystore,
             hash_params: fast_hashing(),
+            floor_counter: None,
         })
         .await
         .unwrap();

@@ -131,6 +131,54 @@ fn open_tpm(tcti: &str, _index_dir: &Path) -> Result<Arc<dyn KeyAdmin>> {
     )
 }
 
+impl KeystoreSpec {
+    /// The TPM NV counter that backs the update security floor when this
+    /// keystore uses a TPM (`tpm:` and `software+tpm:`), defined on first
+    /// use (see `keys_tpm::counter`); `None` for the other keystores.
+    pub(crate) fn floor_counter(&self) -> Result<Option<Box<dyn agent::MonotonicCounter>>> {
+        match self {
+            Self::Tpm { tcti }
+            | Self::Software {
+                seal_with_tpm: Some(tcti),
+            } => open_floor_counter(tcti).map(Some),
+            Self::Software {
+                seal_with_tpm: None,
+            }
+            | Self::Pkcs11 { .. } => Ok(None),
+        }
+    }
+}
+
+/// The update crate's view of the TPM counter.
+#[cfg(feature = "tpm")]
+#[derive(Debug)]
+struct TpmFloorCounter(keys_tpm::TpmCounter);
+
+#[cfg(feature = "tpm")]
+impl agent::MonotonicCounter for TpmFloorCounter {
+    fn read(&self) -> update::Result<u64> {
+        Ok(self.0.read()?)
+    }
+
+    fn increment(&self) -> update::Result<u64> {
+        Ok(self.0.increment()?)
+    }
+}
+
+#[cfg(feature = "tpm")]
+fn open_floor_counter(tcti: &str) -> Result<Box<dyn agent::MonotonicCounter>> {
+    let counter = keys_tpm::TpmCounter::open_or_define(tcti)
+        .with_context(|| format!("opening the security floor counter in the TPM at {tcti}"))?;
+    Ok(Box::new(TpmFloorCounter(counter)))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn open_floor_counter(tcti: &str) -> Result<Box<dyn agent::MonotonicCounter>> {
+    bail!(
+        "this bulwark was built without TPM support (cargo feature `tpm`, needs libtss2-dev); cannot open {tcti}"
+    )
+}
+
 #[cfg(feature = "pkcs11")]
 fn open_pkcs11(uri: &str) -> Result<Arc<dyn KeyAdmin>> {
     let store = keys_pkcs11::Pkcs11KeyStore::open_uri(uri)

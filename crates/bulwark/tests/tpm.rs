@@ -111,3 +111,150 @@ fn unreachable_tpm_is_named_and_nothing_is_written() {
     let registry = std::fs::read_to_string(dir.path().join("ca/issued.jsonl")).unwrap_or_default();
     assert!(registry.is_empty(), "a failed provisioning was registered");
 }
+
+/// `tpm2_getcap handles-nv-index` against `tpm`.
+fn nv_indices(tpm: &Swtpm) -> Vec<u32> {
+    testkit::require_tool("tpm2_getcap", "tpm2-tools");
+    let out = std::process::Command::new("tpm2_getcap")
+        .arg("handles-nv-index")
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output()
+        .expect("run tpm2_getcap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- 0x"))
+        .map(|hex| u32::from_str_radix(hex, 16).expect("hex index"))
+        .collect()
+}
+
+/// Runs `bulwark agent --config <config>` until it says it serves, then
+/// stops it; returns what it printed.
+fn run_agent_once(state: &std::path::Path, config: &std::path::Path) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(["agent", "--config", config.to_str().unwrap()])
+        .env("BULWARK_STATE_DIR", state)
+        .env("TSS2_LOG", "all+none")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bulwark agent");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("stop with Ctrl-C") {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait for bulwark agent");
+    assert!(
+        ready,
+        "the agent did not come up:\n{seen}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    seen
+}
+
+#[test]
+fn agent_backs_the_update_floor_with_a_tpm_counter() {
+    testkit::require_tool("openssl", "openssl");
+    let tpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path());
+    let state = dir.path().join("unit");
+    let spec = format!("tpm:{}", tpm.tcti());
+    ok(
+        &state,
+        &[
+            "provision",
+            "--ca",
+            &ca,
+            "--serial",
+            "T-4",
+            "--model",
+            "M",
+            "--keystore",
+            &spec,
+        ],
+    );
+    let key = dir.path().join("release.key");
+    let pem = dir.path().join("release.pem");
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        vec!["pkey", "-in", key.to_str().unwrap(), "-pubout"],
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .arg("-out")
+            .arg(if args[0] == "genpkey" { &key } else { &pem })
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+    }
+    let base = format!(
+        "state_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{}\"\n",
+        state.to_str().unwrap(),
+        testkit::free_port()
+    );
+    let without = dir.path().join("agent.toml");
+    std::fs::write(&without, &base).unwrap();
+    run_agent_once(&state, &without);
+    assert!(
+        nv_indices(&tpm).is_empty(),
+        "without [update] the TPM's NV is left alone"
+    );
+
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let with = dir.path().join("agent-update.toml");
+    std::fs::write(
+        &with,
+        format!(
+            "{base}[update]\ncompatible = \"hw-1\"\nslot_a = {:?}\nslot_b = {:?}\n\
+             boot = \"file:{}\"\ntrusted_keys = [{:?}]\nbooted_slot = \"a\"\n",
+            p("slot-a"),
+            p("slot-b"),
+            p("boot.json"),
+            p("release.pem"),
+        ),
+    )
+    .unwrap();
+    run_agent_once(&state, &with);
+    let mut indices = nv_indices(&tpm);
+    indices.sort_unstable();
+    assert_eq!(
+        indices,
+        [0x0180_0B00, 0x0180_0B01],
+        "the floor counter and its base are defined"
+    );
+    // A second start reuses them.
+    run_agent_once(&state, &with);
+    assert_eq!(nv_indices(&tpm).len(), 2);
+}

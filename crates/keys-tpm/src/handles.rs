@@ -17,6 +17,29 @@ pub const KEYS: RangeInclusive<u32> = 0x8100_0100..=0x8100_FFFF;
 /// identity for good, so no code path may ever pass them to EvictControl.
 pub const ENDORSEMENT_KEYS: [u32; 2] = [0x8101_0001, 0x8101_0016];
 
+/// The owner's NV index range in the TCG "Registry of Reserved TPM 2.0
+/// Handles and Localities" (0x01000000.. is the TPM manufacturer's,
+/// 0x01400000.. the platform manufacturer's, 0x01C00000.. holds the
+/// endorsement certificates): indices an owner defines for its own use.
+pub const OWNER_NV: RangeInclusive<u32> = 0x0180_0000..=0x01BF_FFFF;
+
+/// The NV counter carrying the update security floor
+/// ([`crate::counter::TpmCounter`]). NV indices and persistent objects
+/// are different handle types (0x01.. and 0x81..), so it cannot collide
+/// with the SRK or a key; `0B00` is an arbitrary, easy-to-grep value away
+/// from the start of the range, where tools that pick the first free
+/// index would put theirs.
+pub const FLOOR_COUNTER: u32 = 0x0180_0B00;
+
+/// The ordinary NV index beside [`FLOOR_COUNTER`] that records the
+/// counter's value when it was bound (see [`crate::counter`]).
+pub const FLOOR_COUNTER_BASE: u32 = FLOOR_COUNTER + 1;
+
+// Invariant: the counter's indices are in the owner's NV range.
+const _: () = {
+    assert!(FLOOR_COUNTER >= *OWNER_NV.start() && FLOOR_COUNTER_BASE <= *OWNER_NV.end());
+};
+
 // Invariant: neither the SRK nor the key range can reach an endorsement key.
 const _: () = {
     let mut i = 0;

@@ -56,7 +56,12 @@
 //!   does not cross the bus in clear. Sealed objects carry no policy yet
 //!   (no PCR binding): they are bound to this TPM and SRK only.
 //! - Ed25519 is refused: TPM 2.0 has no EdDSA.
+//!
+//! [`TpmCounter`] (module [`counter`]) is apart from the keystore: an NV
+//! counter that backs the update security floor against the rollback of
+//! stored state.
 
+pub mod counter;
 pub mod handles;
 mod index;
 mod sealed;
@@ -79,6 +84,7 @@ use zeroize::Zeroizing;
 use index::{Entry, Index, IndexData, KeyHandleValue};
 use tpm::{Persisted, Tpm};
 
+pub use counter::TpmCounter;
 pub use index::INDEX_FILE;
 
 /// Backend name in messages and [`BackendInfo`].

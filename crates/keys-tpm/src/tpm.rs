@@ -65,8 +65,13 @@ impl<'a> Tpm<'a> {
         Ok(Self { ctx, tcti })
     }
 
+    /// The ESAPI context, for the NV commands of [`crate::counter`].
+    pub(crate) fn context(&mut self) -> &mut Context {
+        &mut self.ctx
+    }
+
     /// Maps an ESAPI error of `operation` on `target` (a handle or label).
-    fn fail(&self, operation: &'static str, target: &str, e: tss_esapi::Error) -> Error {
+    pub(crate) fn fail(&self, operation: &'static str, target: &str, e: tss_esapi::Error) -> Error {
         tpm_error(self.tcti, operation, target, &e)
     }
 
@@ -597,7 +602,7 @@ fn layer(rc: u32) -> u32 {
 
 /// The TPM's own classification, only for codes from the TPM itself (the
 /// same low bits mean something else in the software layers).
-fn kind(e: &tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
+pub(crate) fn kind(e: &tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
     match e {
         tss_esapi::Error::Tss2Error(rc) if response_code(e).map(layer) == Some(LAYER_TPM) => {
             rc.kind()

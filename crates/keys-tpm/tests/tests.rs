@@ -575,3 +575,206 @@ mod description {
         assert!(Path::new(&fx.state().join(INDEX_FILE)).exists());
     }
 }
+
+// The NV counter behind the update security floor.
+mod floor_counter {
+    use keys_tpm::TpmCounter;
+    use update::anti_rollback::{
+        CounterBackedFloor, FileSecurityFloor, MonotonicCounter, SecurityFloor,
+    };
+
+    use super::*;
+
+    const INDEX: &str = "0x1800b00";
+
+    impl Fixture {
+        fn counter(&self) -> TpmCounter {
+            TpmCounter::open_or_define(&self.tpm.tcti()).expect("open the floor counter")
+        }
+
+        /// `tpm2_getcap handles-nv-index`, parsed.
+        fn nv_indices(&self) -> Vec<u32> {
+            self.tool("tpm2_getcap", &["handles-nv-index"])
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("- 0x"))
+                .map(|hex| u32::from_str_radix(hex, 16).expect("hex index"))
+                .collect()
+        }
+
+        /// The raw counter, read by tpm2-tools (big-endian UINT64).
+        fn raw_counter(&self) -> u64 {
+            self.tool(
+                "tpm2_nvread",
+                &["-C", "o", "-s", "8", "-o", "raw.bin", INDEX],
+            );
+            let bytes = std::fs::read(self.dir.path().join("raw.bin")).expect("raw.bin");
+            u64::from_be_bytes(bytes.try_into().expect("8 bytes"))
+        }
+    }
+
+    /// The update crate's view of the TPM counter.
+    #[derive(Debug)]
+    struct Floor(TpmCounter);
+
+    impl MonotonicCounter for Floor {
+        fn read(&self) -> update::Result<u64> {
+            Ok(self.0.read()?)
+        }
+        fn increment(&self) -> update::Result<u64> {
+            Ok(self.0.increment()?)
+        }
+    }
+
+    #[test]
+    fn defined_once_survives_reopening_and_only_counts_up() {
+        let fx = Fixture::new();
+        let counter = fx.counter();
+        assert_eq!(counter.index(), handles::FLOOR_COUNTER);
+        assert_eq!(counter.read().unwrap(), 0, "0 right after binding");
+        assert_eq!(fx.raw_counter(), counter.base());
+        let mut indices = fx.nv_indices();
+        indices.sort_unstable();
+        assert_eq!(
+            indices,
+            [handles::FLOOR_COUNTER, handles::FLOOR_COUNTER_BASE]
+        );
+        for expected in 1..=3 {
+            assert_eq!(counter.increment().unwrap(), expected);
+        }
+        assert_eq!(fx.raw_counter(), counter.base() + 3, "tpm2_nvread agrees");
+        let base = counter.base();
+        drop(counter);
+        let again = fx.counter();
+        assert_eq!(again.base(), base, "the binding is kept");
+        assert_eq!(again.read().unwrap(), 3);
+        assert_eq!(fx.nv_indices().len(), 2, "nothing defined twice");
+        // The keystore on the same TPM is unaffected, and vice versa.
+        let store = fx.open();
+        store
+            .generate(&label("beside-counter"), Algorithm::EcdsaP256Sha256)
+            .unwrap();
+        assert_eq!(again.increment().unwrap(), 4);
+    }
+
+    #[test]
+    fn undefining_the_counter_does_not_move_it_back() {
+        let fx = Fixture::new();
+        let counter = fx.counter();
+        for _ in 0..5 {
+            counter.increment().unwrap();
+        }
+        drop(counter);
+        // With owner authorization (empty here), the counter can be
+        // undefined; the TPM redefines it at its highest value ever.
+        fx.tool("tpm2_nvundefine", &["-C", "o", INDEX]);
+        let again = fx.counter();
+        assert!(
+            again.read().unwrap() >= 5,
+            "read {} after redefinition",
+            again.read().unwrap()
+        );
+    }
+
+    #[test]
+    fn an_index_of_other_software_is_refused_and_left_alone() {
+        let fx = Fixture::new();
+        fx.tool(
+            "tpm2_nvdefine",
+            &[
+                "-C",
+                "o",
+                "-s",
+                "8",
+                "-a",
+                "ownerread|ownerwrite|authread",
+                INDEX,
+            ],
+        );
+        let err = TpmCounter::open_or_define(&fx.tpm.tcti()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("0x01800b00") && text.contains("other software"),
+            "{text}"
+        );
+        assert_eq!(
+            fx.nv_indices(),
+            [handles::FLOOR_COUNTER],
+            "left alone, base not defined"
+        );
+    }
+
+    #[test]
+    fn a_binding_cut_short_is_finished() {
+        let fx = Fixture::new();
+        // As if a crash hit right after TPM2_NV_DefineSpace: defined with
+        // our attributes, never incremented, no base.
+        fx.tool(
+            "tpm2_nvdefine",
+            &[
+                "-C",
+                "o",
+                "-s",
+                "8",
+                "-a",
+                "ownerread|ownerwrite|nt=counter",
+                INDEX,
+            ],
+        );
+        let counter = fx.counter();
+        assert_eq!(counter.read().unwrap(), 0);
+        assert_eq!(fx.raw_counter(), counter.base());
+        assert_eq!(fx.nv_indices().len(), 2);
+    }
+
+    #[test]
+    fn indices_outside_the_owner_range_are_refused() {
+        let fx = Fixture::new();
+        for index in [0x0100_0000, 0x01C0_0002, 0x01BF_FFFF, 0x8100_0100] {
+            let err = TpmCounter::open_or_define_at(&fx.tpm.tcti(), index).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput { .. }),
+                "{index:#x}: {err:?}"
+            );
+        }
+        assert!(fx.nv_indices().is_empty());
+    }
+
+    #[test]
+    fn a_restored_old_floor_file_does_not_lower_the_floor() {
+        let fx = Fixture::new();
+        let path = fx.dir.path().join("floor.json");
+        let floor = CounterBackedFloor::new(FileSecurityFloor::new(&path), Floor(fx.counter()));
+        floor.raise(2).unwrap();
+        let old = std::fs::read(&path).unwrap();
+        floor.raise(6).unwrap();
+        assert_eq!(floor.get().unwrap(), 6);
+        std::fs::write(&path, &old).unwrap();
+        assert_eq!(FileSecurityFloor::new(&path).get().unwrap(), 2);
+        assert_eq!(floor.get().unwrap(), 6, "the TPM counter keeps the floor");
+        drop(floor);
+        // After a restart too, and with the file gone altogether.
+        std::fs::remove_file(&path).unwrap();
+        let floor = CounterBackedFloor::new(FileSecurityFloor::new(&path), Floor(fx.counter()));
+        assert_eq!(floor.get().unwrap(), 6);
+        assert_eq!(fx.raw_counter(), floor.counter().0.base() + 6);
+        // A release below the floor would be refused by the manifest check;
+        // raising to it again changes nothing in the TPM.
+        floor.raise(6).unwrap();
+        assert_eq!(fx.raw_counter(), floor.counter().0.base() + 6);
+    }
+
+    #[test]
+    fn a_stopped_tpm_is_an_error_not_a_zero_floor() {
+        let mut fx = Fixture::new();
+        let path = fx.dir.path().join("floor.json");
+        let floor = CounterBackedFloor::new(FileSecurityFloor::new(&path), Floor(fx.counter()));
+        floor.raise(1).unwrap();
+        fx.tpm.stop();
+        let err = floor.get().unwrap_err();
+        assert!(
+            matches!(err, update::Error::Keys(Error::Unavailable { .. })),
+            "{err:?}"
+        );
+    }
+}

@@ -139,6 +139,28 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Raising the floor would take more counter increments than allowed
+    /// (see [`crate::anti_rollback::MAX_COUNTER_STEPS`]); nothing changed.
+    #[error(
+        "security version {version} is more than {max} above the floor counter ({counter}); \
+         refusing to raise the floor by that many steps"
+    )]
+    FloorJumpTooLarge {
+        /// The version asked for.
+        version: u64,
+        /// The counter's value.
+        counter: u64,
+        /// The largest rise allowed.
+        max: u64,
+    },
+    /// The floor's monotonic counter did not count up.
+    #[error("the floor counter went from {before} to {after} on an increment")]
+    CounterNotMonotonic {
+        /// Before the increment.
+        before: u64,
+        /// What the increment returned.
+        after: u64,
+    },
     /// A boot loader tool failed or printed something we do not understand.
     #[error("boot loader environment ({tool}): {reason}")]
     BootEnv {

@@ -499,15 +499,18 @@ fn restart_marker(file: &mut AgentFile, marker: &Path) {
     file.validate().unwrap();
 }
 
-/// Whether the restart command ran within `limit`.
+/// Whether the restart command ran within `limit`; then gives it and the
+/// task that ran it a moment to end (they hold the store open).
 async fn restarted_within(marker: &Path, limit: Duration) -> bool {
-    tokio::time::timeout(limit, async {
+    let ran = tokio::time::timeout(limit, async {
         while restarts(marker) == 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .is_ok()
+    .is_ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ran
 }
 
 /// A claimed device whose agent has a restart command that leaves a
@@ -582,7 +585,6 @@ async fn restart_after_install_waits_for_the_owners_confirmation() {
         restarted_within(&marker, Duration::from_secs(10)).await,
         "the restart command did not run"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     agent.shutdown().await;
     assert_eq!(restarts(&marker), 1);
     let events = events(&device);

@@ -95,6 +95,7 @@ impl Device {
             identity: provision::load(&self.state_dir).unwrap(),
             keystore,
             hash_params: fast_hashing(),
+            floor_counter: None,
         }
     }
 

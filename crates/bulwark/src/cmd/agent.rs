@@ -55,11 +55,18 @@ pub(crate) fn run(state_dir: &Path, args: AgentArgs) -> Result<()> {
 
 async fn serve(device: Device, file: agent_config::AgentFile) -> Result<()> {
     let development = device.identity.record.development;
+    // Only the update engine uses the counter: without `[update]` the TPM
+    // is left as it is.
+    let floor_counter = match &file.update {
+        Some(_) => device.spec.floor_counter()?,
+        None => None,
+    };
     let parts = agent::AgentParts {
         file,
         identity: device.identity,
         keystore: device.keystore,
         hash_params: access::HashParams::default(),
+        floor_counter,
     };
     let running = agent::Agent::start(parts).await?;
     match running.local_addr(agent::MANAGEMENT_API).await {

@@ -14,6 +14,8 @@ use crate::keystore::KeystoreSpec;
 pub(crate) struct Device {
     pub(crate) identity: DeviceIdentity,
     pub(crate) keystore: Arc<dyn KeyStore>,
+    /// How the keystore was opened (which TPM, if any).
+    pub(crate) spec: KeystoreSpec,
     pub(crate) state_dir: PathBuf,
 }
 
@@ -29,6 +31,7 @@ impl Device {
         Ok(Self {
             identity,
             keystore,
+            spec,
             state_dir: state_dir.to_path_buf(),
         })
     }
