@@ -16,11 +16,13 @@ cd "$(dirname "$0")/.."
 # boot loader environments the A/B slot switch writes.
 # libcoap3-bin: coap-server-notls / coap-client-notls, the real CoAP
 # server and device around the gateway's CoAP proxy.
+# prometheus: its `promtool check metrics` validates the gateway's
+# metrics endpoint output.
 packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
           libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0
           dbus-daemon opensc openssl mosquitto mosquitto-clients rsyslog rsyslog-gnutls
           grub2-common libubootenv-tool
-          libcoap3-bin)
+          libcoap3-bin prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -62,6 +62,10 @@ enum Command {
     /// device could not be assessed.
     #[cfg(feature = "maker")]
     Assess(cmd::assess::AssessArgs),
+    /// The inline MQTT / Modbus TCP / CoAP gateway for device segments.
+    #[cfg(feature = "gateway")]
+    #[command(subcommand)]
+    Gateway(cmd::gateway::GatewayCommand),
     /// The tamper-evident event log.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
@@ -84,6 +88,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "maker")]
         Command::Comply(c) => cmd::comply::run(c),
         Command::Log(c) => cmd::log::run(&cli.state_dir, c),
+        #[cfg(feature = "gateway")]
+        Command::Gateway(c) => cmd::gateway::run(&cli.state_dir, c),
         #[cfg(feature = "maker")]
         Command::Update(c) => cmd::update::run(c),
         #[cfg(feature = "maker")]

@@ -3,6 +3,7 @@
 //! - `cli`: the command line end to end on the software keystore;
 //! - `tpm`, `pkcs11`, `mtls`: the same against swtpm, SoftHSM2 and
 //!   tpm2-pkcs11 (compiled with `--all-features`, as scripts/test.sh does);
+//! - `gateway`: `bulwark gateway` with a real libcoap server, SIGHUP reload;
 //! - `docs`: ARCHITECTURE.md matches `crates/`, docs/traceability.md names
 //!   only tests and files that exist.
 
@@ -13,6 +14,8 @@ mod common;
 
 mod cli;
 mod docs;
+#[cfg(feature = "gateway")]
+mod gateway;
 #[cfg(all(feature = "tpm", feature = "pkcs11"))]
 mod mtls;
 #[cfg(feature = "pkcs11")]

@@ -6,7 +6,7 @@
 //! `tracing`; [`MemoryAudit`] keeps events for tests and dry runs.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::mqtt::inspect::ViolationKind;
 
@@ -28,8 +28,21 @@ pub mod action {
     /// A CoAP server response was not relayed (malformed, unmatched, or
     /// over the amplification limit).
     pub const COAP_RESPONSE_DROPPED: &str = "gateway.coap.response.dropped";
+    /// A device's behaviour deviated from its learned baseline (the
+    /// detail names the kind, the score and the evidence).
+    pub const ANOMALY: &str = "gateway.anomaly";
     /// A device was put in quarantine.
     pub const QUARANTINE_START: &str = "gateway.quarantine.start";
+    /// An operator put a device in quarantine.
+    pub const QUARANTINE_MANUAL: &str = "gateway.quarantine.manual";
+    /// An operator released a device from quarantine.
+    pub const QUARANTINE_RELEASE: &str = "gateway.quarantine.release";
+    /// A connection was closed for silence: no first packet before the
+    /// deadline is a refusal, silence past the keep-alive or idle timeout
+    /// is this.
+    pub const IDLE_TIMEOUT: &str = "gateway.idle.closed";
+    /// An incomplete CoAP block-wise transfer expired.
+    pub const COAP_BLOCK_EXPIRED: &str = "gateway.coap.block.expired";
     /// The upstream broker could not be reached.
     pub const UPSTREAM_UNAVAILABLE: &str = "gateway.upstream.unavailable";
 }
@@ -57,7 +70,8 @@ pub trait Audit: std::fmt::Debug + Send + Sync {
     fn record(&self, event: GatewayEvent);
 }
 
-/// Logs events with `tracing`: refusals at `warn`, the rest at `info`.
+/// Logs events with `tracing`: refusals and anomalies at `warn`, the rest
+/// at `info`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TracingAudit;
 
@@ -65,7 +79,7 @@ impl Audit for TracingAudit {
     fn record(&self, e: GatewayEvent) {
         let reason = e.reason.map(ViolationKind::as_str).unwrap_or("-");
         let device = e.device.as_deref().unwrap_or("-");
-        if e.reason.is_some() || e.action == action::TLS_REFUSED {
+        if e.reason.is_some() || e.action == action::TLS_REFUSED || e.action == action::ANOMALY {
             tracing::warn!(action = e.action, device, peer = %e.peer, reason, detail = %e.detail, "gateway");
         } else {
             tracing::info!(action = e.action, device, peer = %e.peer, detail = %e.detail, "gateway");
@@ -95,5 +109,16 @@ impl Audit for MemoryAudit {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(event);
+    }
+}
+
+/// Hands every event to two sinks, e.g. the event log and `tracing`.
+#[derive(Debug, Clone)]
+pub struct Tee(pub Arc<dyn Audit>, pub Arc<dyn Audit>);
+
+impl Audit for Tee {
+    fn record(&self, event: GatewayEvent) {
+        self.0.record(event.clone());
+        self.1.record(event);
     }
 }

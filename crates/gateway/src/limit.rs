@@ -4,19 +4,23 @@
 //! by all its connections. A PUBLISH always takes its tokens; when that
 //! leaves a bucket in debt, the connection pauses reading until the debt
 //! is paid (back-pressure) and the device gets a *strike*. Refused packets
-//! are strikes too. [`Quarantine`] counts strikes in a sliding window; at
-//! the policy's threshold the device is refused for the policy's period.
+//! are strikes too. [`Quarantine`] (in [`crate::quarantine`]) counts
+//! strikes in a sliding window; at the policy's threshold the device is
+//! refused for the policy's period.
 //!
 //! Time is [`tokio::time::Instant`], so tests drive it with
 //! `tokio::time::pause`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::policy::{QuarantineRule, Rate};
+use crate::policy::Rate;
+// Quarantine lives in its own module (it has a state file); re-exported
+// here where the proxies have always found it.
+pub use crate::quarantine::{Quarantine, Quarantined};
 
 /// A token bucket whose capacity is one second of its rate.
 #[derive(Debug, Clone)]
@@ -106,110 +110,9 @@ impl RateLimits {
     }
 }
 
-#[derive(Debug, Default)]
-struct Record {
-    strikes: VecDeque<Instant>,
-    until: Option<Instant>,
-}
-
-/// A device under quarantine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Quarantined {
-    /// Policy name of the device.
-    pub device: String,
-    /// Time left.
-    pub remaining: Duration,
-}
-
-/// Strike counting and quarantine state, queryable and releasable.
-#[derive(Debug, Default)]
-pub struct Quarantine {
-    records: Mutex<HashMap<String, Record>>,
-}
-
-impl Quarantine {
-    /// Records a strike for `device`; returns true if this put it in
-    /// quarantine.
-    pub fn strike(&self, device: &str, rule: &QuarantineRule, now: Instant) -> bool {
-        let mut map = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 4096 {
-            map.retain(|_, r| {
-                r.until.is_some_and(|u| u > now)
-                    || r.strikes
-                        .back()
-                        .is_some_and(|&t| now.saturating_duration_since(t) < rule.window)
-            });
-        }
-        let r = map.entry(device.to_owned()).or_default();
-        if r.until.is_some_and(|u| u > now) {
-            return false;
-        }
-        while r
-            .strikes
-            .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) >= rule.window)
-        {
-            r.strikes.pop_front();
-        }
-        r.strikes.push_back(now);
-        if r.strikes.len() >= rule.strikes as usize {
-            r.strikes.clear();
-            r.until = Some(now + rule.duration);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Time left if `device` is quarantined at `now`.
-    pub fn remaining(&self, device: &str, now: Instant) -> Option<Duration> {
-        let map = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(device)
-            .and_then(|r| r.until)
-            .filter(|&u| u > now)
-            .map(|u| u - now)
-    }
-
-    /// Quarantines `device` by hand for `duration`.
-    pub fn quarantine(&self, device: &str, duration: Duration, now: Instant) {
-        let mut map = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(device.to_owned()).or_default().until = Some(now + duration);
-    }
-
-    /// Releases `device`; returns whether it was quarantined.
-    pub fn release(&self, device: &str, now: Instant) -> bool {
-        let mut map = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        map.remove(device)
-            .and_then(|r| r.until)
-            .is_some_and(|u| u > now)
-    }
-
-    /// Every device quarantined at `now`.
-    pub fn list(&self, now: Instant) -> Vec<Quarantined> {
-        let map = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<_> = map
-            .iter()
-            .filter_map(|(d, r)| {
-                r.until.filter(|&u| u > now).map(|u| Quarantined {
-                    device: d.clone(),
-                    remaining: u - now,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.device.cmp(&b.device));
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const RULE: QuarantineRule = QuarantineRule {
-        strikes: 3,
-        window: Duration::from_secs(10),
-        duration: Duration::from_secs(60),
-    };
 
     #[tokio::test(start_paused = true)]
     async fn bucket_allows_a_second_of_burst_then_paces() {
@@ -221,35 +124,6 @@ mod tests {
         assert_eq!(b.take(1.0, now), Duration::from_millis(100));
         tokio::time::advance(Duration::from_millis(200)).await;
         assert_eq!(b.take(1.0, Instant::now()), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn strikes_in_the_window_quarantine_and_it_lifts() {
-        let q = Quarantine::default();
-        let t0 = Instant::now();
-        assert!(!q.strike("d", &RULE, t0));
-        assert!(!q.strike("d", &RULE, t0 + Duration::from_secs(5)));
-        // The first strike has left the window: still two.
-        assert!(!q.strike("d", &RULE, t0 + Duration::from_secs(11)));
-        assert!(q.strike("d", &RULE, t0 + Duration::from_secs(12)));
-        let at = t0 + Duration::from_secs(13);
-        assert_eq!(q.remaining("d", at), Some(Duration::from_secs(59)));
-        assert_eq!(q.list(at).len(), 1);
-        assert_eq!(q.remaining("other", at), None);
-        tokio::time::advance(Duration::from_secs(73)).await;
-        assert_eq!(q.remaining("d", Instant::now()), None);
-        assert!(q.list(Instant::now()).is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn manual_quarantine_and_release() {
-        let q = Quarantine::default();
-        let now = Instant::now();
-        q.quarantine("d", Duration::from_secs(5), now);
-        assert!(q.remaining("d", now).is_some());
-        assert!(q.release("d", now));
-        assert!(!q.release("d", now));
-        assert_eq!(q.remaining("d", now), None);
     }
 
     #[tokio::test(start_paused = true)]

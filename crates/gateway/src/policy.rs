@@ -6,6 +6,10 @@
 //! max_packet_size = 65536      # largest remaining length accepted
 //! max_topic_levels = 16
 //! connect_timeout_secs = 10
+//! max_connections = 1024       # all devices together
+//! connection_attempts_per_minute = 30   # per device; more is flapping
+//! max_connections_per_device = 4
+//! idle_timeout_secs = 600      # MQTT keep-alive 0; else 1.5x keep-alive
 //!
 //! [quarantine]
 //! strikes = 3                  # violations or rate-limit hits ...
@@ -22,6 +26,10 @@
 //! messages_per_second = 20
 //! bytes_per_second = 20000
 //!
+//! [groups.sensors.recovery]    # all a quarantined device may still do
+//! publish = ["updates/%c/status"]
+//! subscribe = ["updates/%c/#"]
+//!
 //! [[devices]]
 //! name = "unit-7"
 //! identity = "urn:uuid:2f0c…"  # certificate CN or URI SAN
@@ -32,6 +40,8 @@
 //!
 //! Modbus TCP and CoAP devices are named by source address in separate
 //! `[modbus]` and `[coap]` parts, see [`modbus`] and [`coap`].
+//! The `[anomaly]` part sets how behaviour baselines are learned and
+//! what an anomaly does, see [`anomaly`].
 //!
 //! A device's rules are its group's rules with its own on top: topic lists
 //! are joined, single values are overridden. Unset values take the most
@@ -48,6 +58,7 @@ use serde::Deserialize;
 use crate::topic::Pattern;
 use crate::{Error, Result};
 
+pub mod anomaly;
 pub mod coap;
 pub mod modbus;
 
@@ -71,6 +82,8 @@ struct File {
     modbus: modbus::ModbusFile,
     #[serde(default)]
     coap: coap::CoapFile,
+    #[serde(default)]
+    anomaly: anomaly::AnomalyFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +93,9 @@ struct LimitsFile {
     max_topic_levels: Option<u64>,
     connect_timeout_secs: Option<u64>,
     max_connections: Option<u64>,
+    connection_attempts_per_minute: Option<u64>,
+    max_connections_per_device: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     messages_per_second: Option<u64>,
     bytes_per_second: Option<u64>,
 }
@@ -105,6 +121,17 @@ struct RulesFile {
     payload_format: Option<PayloadFormat>,
     messages_per_second: Option<u64>,
     bytes_per_second: Option<u64>,
+    #[serde(default)]
+    recovery: RecoveryFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoveryFile {
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +180,21 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Concurrent device connections.
     pub max_connections: usize,
+    /// Per-device admission of TCP connections (MQTT and Modbus).
+    pub per_device: ConnectionRule,
+    /// How long an MQTT connection that announced keep-alive 0 may stay
+    /// silent (a non-zero keep-alive gets 1.5 times itself, MQTT §3.1.2.10).
+    pub idle_timeout: Duration,
+}
+
+/// How often, and how many times at once, one device may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionRule {
+    /// Connection attempts in any 60 s; more is flapping: refused, and
+    /// each refusal is a strike.
+    pub attempts_per_minute: u32,
+    /// Connections the device may hold open at once.
+    pub max_open: u32,
 }
 
 /// When a device is quarantined, and for how long.
@@ -192,6 +234,26 @@ pub struct Rules {
     pub payload_format: PayloadFormat,
     /// Rate limit.
     pub rate: Rate,
+    /// What it may still do while quarantined.
+    pub recovery: Recovery,
+}
+
+/// A device's recovery path: the only topics it may use while
+/// quarantined (e.g. the update service's), instead of its normal rules.
+/// Empty (the default): a quarantined device cannot connect at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Topics it may publish to while quarantined.
+    pub publish: Vec<Pattern>,
+    /// Filters it may subscribe to while quarantined.
+    pub subscribe: Vec<Pattern>,
+}
+
+impl Recovery {
+    /// Whether there is any recovery path.
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.subscribe.is_empty()
+    }
 }
 
 /// A device the gateway knows.
@@ -218,6 +280,8 @@ pub struct Policy {
     pub modbus: modbus::ModbusPolicy,
     /// The `[coap]` part: devices by source address.
     pub coap: coap::CoapPolicy,
+    /// The `[anomaly]` part: behaviour baselines and alerts.
+    pub anomaly: anomaly::AnomalyPolicy,
     devices: Vec<Device>,
     by_identity: HashMap<String, usize>,
 }
@@ -315,6 +379,29 @@ impl Policy {
                 1,
                 1_000_000,
             )?),
+            per_device: ConnectionRule {
+                attempts_per_minute: to_u32(ranged(
+                    "limits.connection_attempts_per_minute",
+                    l.connection_attempts_per_minute,
+                    30,
+                    1,
+                    100_000,
+                )?),
+                max_open: to_u32(ranged(
+                    "limits.max_connections_per_device",
+                    l.max_connections_per_device,
+                    4,
+                    1,
+                    100_000,
+                )?),
+            },
+            idle_timeout: Duration::from_secs(ranged(
+                "limits.idle_timeout_secs",
+                l.idle_timeout_secs,
+                600,
+                1,
+                86_400,
+            )?),
         };
         let default_rate = Rate {
             messages_per_second: to_u32(ranged(
@@ -402,11 +489,13 @@ impl Policy {
         }
         let modbus = modbus::ModbusPolicy::validate(file.modbus)?;
         let coap = coap::CoapPolicy::validate(file.coap)?;
+        let anomaly = anomaly::AnomalyPolicy::validate(file.anomaly)?;
         Ok(Self {
             limits,
             quarantine,
             modbus,
             coap,
+            anomaly,
             devices,
             by_identity,
         })
@@ -437,7 +526,12 @@ impl Policy {
 }
 
 fn check_rules(field: &str, r: &RulesFile, limits: &Limits) -> Result<()> {
-    for (what, list) in [("publish", &r.publish), ("subscribe", &r.subscribe)] {
+    for (what, list) in [
+        ("publish", &r.publish),
+        ("subscribe", &r.subscribe),
+        ("recovery.publish", &r.recovery.publish),
+        ("recovery.subscribe", &r.recovery.subscribe),
+    ] {
         for (i, f) in list.iter().enumerate() {
             Pattern::parse(f, limits.max_topic_levels)
                 .map_err(|e| invalid(format!("{field}.{what}[{i}]"), format!("`{f}`: {e}")))?;
@@ -485,6 +579,10 @@ fn merge(group: &RulesFile, own: &RulesFile, limits: &Limits, rate: Rate) -> Res
     Ok(Rules {
         publish: patterns(&group.publish, &own.publish)?,
         subscribe: patterns(&group.subscribe, &own.subscribe)?,
+        recovery: Recovery {
+            publish: patterns(&group.recovery.publish, &own.recovery.publish)?,
+            subscribe: patterns(&group.recovery.subscribe, &own.recovery.subscribe)?,
+        },
         max_qos: own.max_qos.or(group.max_qos).map_or(0, |q| q.min(2) as u8),
         retain: own.retain.or(group.retain).unwrap_or(false),
         max_payload: own
@@ -600,6 +698,33 @@ mod tests {
                 .contains("devices[0].rules.subscribe[0]")
         );
         assert!(err("[[devices]]\nname = \"a\"\nidentity = \"x\"\ncolour = 1").contains("colour"));
+        for field in [
+            "connection_attempts_per_minute",
+            "max_connections_per_device",
+            "idle_timeout_secs",
+        ] {
+            assert!(err(&format!("[limits]\n{field} = 0")).contains(&format!("limits.{field}")));
+        }
+    }
+
+    #[test]
+    fn connection_limits_default_and_parse() {
+        let p = Policy::from_toml("", "t").unwrap();
+        assert_eq!(
+            p.limits.per_device,
+            ConnectionRule {
+                attempts_per_minute: 30,
+                max_open: 4
+            }
+        );
+        assert_eq!(p.limits.idle_timeout, Duration::from_secs(600));
+        let p = Policy::from_toml(
+            "[limits]\nconnection_attempts_per_minute = 2\nmax_connections_per_device = 1",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(p.limits.per_device.attempts_per_minute, 2);
+        assert_eq!(p.limits.per_device.max_open, 1);
     }
 
     #[test]

@@ -23,13 +23,16 @@ use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::anomaly::{self, Detector, DeviceDetector, What};
 use crate::audit::{Audit, GatewayEvent, action};
+use crate::connections::{ConnectionLimits, Slot};
 use crate::limit::{DeviceLimiter, Quarantine, RateLimits};
+use crate::metrics::{ConnectionGuard, DeviceCounters, Metrics, Protocol};
 use crate::mqtt::codec::{self, Version};
 use crate::mqtt::inspect::{
     Inspected, PeerIdentity, Session, Violation, ViolationKind, connack_refusal, disconnect,
 };
-use crate::policy::PolicyHandle;
+use crate::policy::{Policy, PolicyHandle};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Longest single pause of a connection over its rate; the debt left is
@@ -49,6 +52,11 @@ pub struct ProxyConfig {
     pub policy: Arc<PolicyHandle>,
     /// Where events go.
     pub audit: Arc<dyn Audit>,
+    /// Per-device counters, shared with the metrics endpoint.
+    pub metrics: Arc<Metrics>,
+    /// Quarantine state, shared with the admin endpoint;
+    /// [`Quarantine::open`] gives one that survives a restart.
+    pub quarantine: Arc<Quarantine>,
 }
 
 /// Counts a connection while it lives (also when its task is aborted).
@@ -74,8 +82,11 @@ pub struct MqttProxy {
     policy: Arc<PolicyHandle>,
     audit: Arc<dyn Audit>,
     limits: RateLimits,
-    quarantine: Quarantine,
+    quarantine: Arc<Quarantine>,
+    metrics: Arc<Metrics>,
+    connections: ConnectionLimits,
     active: AtomicUsize,
+    anomaly: Detector,
 }
 
 impl std::fmt::Debug for MqttProxy {
@@ -93,6 +104,8 @@ type ClientWrite = WriteHalf<TlsStream<TcpStream>>;
 enum End {
     Closed,
     Refused(Violation),
+    /// Silent past the keep-alive deadline.
+    Idle(Duration),
 }
 
 /// Bytes read from the client and not yet forwarded.
@@ -139,10 +152,20 @@ struct Conn {
     session: Session,
     device: Option<String>,
     limiter: Option<Arc<std::sync::Mutex<DeviceLimiter>>>,
+    /// The device's counters, resolved once at CONNECT.
+    counters: Option<Arc<DeviceCounters>>,
+    /// Holds the device's open-connections gauge while forwarding.
+    open: Option<ConnectionGuard>,
+    /// The CONNECT's keep-alive in seconds (0: none).
+    keep_alive: u16,
+    /// The device's connection slot, freed when the connection ends.
+    _slot: Option<Slot>,
+    /// The device's behaviour baseline, resolved once at CONNECT.
+    anomaly: Option<DeviceDetector>,
 }
 
 impl MqttProxy {
-    /// A proxy with empty rate-limit and quarantine state.
+    /// A proxy with empty rate-limit state.
     pub fn new(config: ProxyConfig) -> Arc<Self> {
         Arc::new(Self {
             acceptor: TlsAcceptor::from(config.tls),
@@ -150,9 +173,18 @@ impl MqttProxy {
             policy: config.policy,
             audit: config.audit,
             limits: RateLimits::default(),
-            quarantine: Quarantine::default(),
+            quarantine: config.quarantine,
+            metrics: config.metrics,
+            connections: ConnectionLimits::default(),
             active: AtomicUsize::new(0),
+            anomaly: Detector::default(),
         })
+    }
+
+    /// Behaviour baselines of the devices seen (reset one after a
+    /// legitimate change).
+    pub fn anomaly(&self) -> &Detector {
+        &self.anomaly
     }
 
     /// The policy handle (reload through it).
@@ -161,8 +193,13 @@ impl MqttProxy {
     }
 
     /// Quarantine state: query, release, or quarantine by hand.
-    pub fn quarantine(&self) -> &Quarantine {
+    pub fn quarantine(&self) -> &Arc<Quarantine> {
         &self.quarantine
+    }
+
+    /// Per-device counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Connections open now.
@@ -218,6 +255,13 @@ impl MqttProxy {
     /// Records a refusal and counts it as a strike against the device.
     fn refuse(&self, conn: &Conn, v: &Violation) {
         self.event(action::MQTT_REFUSED, conn, Some(v.kind), v.detail.clone());
+        match &conn.counters {
+            Some(c) => c.refused(v.kind),
+            None => self
+                .metrics
+                .device(Protocol::Mqtt, conn.device.as_deref().unwrap_or(""))
+                .refused(v.kind),
+        }
         if v.kind != ViolationKind::Quarantined {
             self.strike(conn, v.kind);
         }
@@ -228,19 +272,8 @@ impl MqttProxy {
             return false;
         };
         let rule = self.policy.load().quarantine;
-        let started = self.quarantine.strike(device, &rule, Instant::now());
-        if started {
-            self.event(
-                action::QUARANTINE_START,
-                conn,
-                Some(kind),
-                format!(
-                    "{} strikes within {:?}: quarantined for {:?}",
-                    rule.strikes, rule.window, rule.duration
-                ),
-            );
-        }
-        started
+        self.quarantine
+            .strike_reported(&*self.audit, &rule, device, conn.peer, kind)
     }
 
     async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
@@ -254,6 +287,11 @@ impl MqttProxy {
             session: Session::new(PeerIdentity::default()),
             device: None,
             limiter: None,
+            counters: None,
+            open: None,
+            keep_alive: 0,
+            _slot: None,
+            anomaly: None,
         };
         let tls = match tokio::time::timeout_at(deadline, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
@@ -337,10 +375,19 @@ impl MqttProxy {
         if pending.forward(connect_len, &mut up_wr).await.is_err() {
             return;
         }
-        self.event(action::MQTT_CONNECTED, &conn, None, format!("{version:?}"));
+        if let Some(c) = &conn.counters {
+            c.accepted(connect_len);
+            conn.open = Some(c.connection());
+        }
+        let detail = if conn.session.is_quarantined() {
+            format!("{version:?}, quarantined: recovery path only")
+        } else {
+            format!("{version:?}")
+        };
+        self.event(action::MQTT_CONNECTED, &conn, None, detail);
 
         let (kill_tx, kill_rx) = oneshot::channel();
-        let mut down = tokio::spawn(downstream(up_rd, wr, kill_rx));
+        let mut down = tokio::spawn(downstream(up_rd, wr, kill_rx, conn.counters.clone()));
         let end = tokio::select! {
             end = self.upstream_loop(&mut conn, &mut rd, &mut up_wr, &mut pending) => end,
             _ = &mut down => return,
@@ -350,6 +397,16 @@ impl MqttProxy {
             End::Refused(v) => {
                 self.refuse(&conn, &v);
                 (version == Version::V5).then(|| disconnect(v.kind))
+            }
+            End::Idle(after) => {
+                self.event(
+                    action::IDLE_TIMEOUT,
+                    &conn,
+                    None,
+                    format!("no packet for {after:?} (keep-alive {} s)", conn.keep_alive),
+                );
+                // MQTT 5 reason 0x8D: Keep Alive timeout.
+                (version == Version::V5).then(|| vec![0xe0, 0x01, 0x8d])
             }
         };
         // The farewell first: closing the broker leg first could let the
@@ -399,14 +456,71 @@ impl MqttProxy {
                 )));
             };
             conn.device = Some(device.clone());
+            // A quarantined device goes on only on its recovery path.
             if let Some(left) = self.quarantine.remaining(&device, Instant::now()) {
-                return Err(Some(Violation::new(
-                    ViolationKind::Quarantined,
-                    format!("device {device} is quarantined for {left:?} more"),
-                )));
+                conn.session.enter_quarantine().map_err(|v| {
+                    Some(Violation::new(
+                        v.kind,
+                        format!("{} ({})", v.detail, left_text(left)),
+                    ))
+                })?;
+            }
+            match self
+                .connections
+                .admit(&device, policy.limits.per_device, Instant::now())
+            {
+                Ok(slot) => conn._slot = Some(slot),
+                Err(refusal) => {
+                    return Err(Some(Violation::new(
+                        ViolationKind::RateExceeded,
+                        format!("device {device}: {refusal}"),
+                    )));
+                }
+            }
+            if let Ok(codec::Packet::Connect(c)) = codec::parse(&header, frame, None) {
+                conn.keep_alive = c.keep_alive;
             }
             conn.limiter = Some(self.limits.limiter(&device, rate));
+            conn.anomaly = Some(self.anomaly.device(&device));
+            conn.counters = Some(self.metrics.device(Protocol::Mqtt, &device));
             return Ok(header.frame_len());
+        }
+    }
+
+    /// Feeds a PUBLISH about to be forwarded to the device's baseline and
+    /// reports what deviated ([`crate::anomaly`]).
+    fn observe_publish(
+        &self,
+        conn: &Conn,
+        policy: &Policy,
+        header: &codec::FixedHeader,
+        frame: &[u8],
+        payload: usize,
+    ) {
+        let Some(watch) = conn.anomaly.as_ref().filter(|_| policy.anomaly.enabled) else {
+            return;
+        };
+        // Parsed again (no allocation): the session checked it but hands
+        // back only the payload length.
+        let Ok(codec::Packet::Publish(p)) = codec::parse(header, frame, conn.session.version())
+        else {
+            return;
+        };
+        let topic = match p.properties.topic_alias {
+            Some(alias) if p.topic.is_empty() => {
+                conn.session.topic_alias(alias).unwrap_or_default()
+            }
+            _ => p.topic,
+        };
+        let found = watch.observe_at(&policy.anomaly, What::Topic(topic), payload, Instant::now());
+        if !found.is_empty() {
+            anomaly::report(
+                &*self.audit,
+                &self.quarantine,
+                policy.quarantine.duration,
+                conn.peer,
+                found,
+            );
         }
     }
 
@@ -419,8 +533,16 @@ impl MqttProxy {
         up: &mut OwnedWriteHalf,
         pending: &mut Pending,
     ) -> End {
+        let mut last_packet = Instant::now();
         loop {
             let policy = self.policy.load();
+            // MQTT §3.1.2.10: one and a half keep-alives without a packet
+            // and the server closes; keep-alive 0 gets the policy's idle
+            // timeout instead of forever.
+            let idle = match conn.keep_alive {
+                0 => policy.limits.idle_timeout,
+                k => Duration::from_millis(u64::from(k) * 1500),
+            };
             let mut checked = 0;
             loop {
                 let rest = pending.buf.get(checked..).unwrap_or_default();
@@ -437,6 +559,14 @@ impl MqttProxy {
                     break;
                 };
                 let inspected = conn.session.inspect(&policy, &header, frame);
+                if inspected.is_ok()
+                    && let Some(c) = &conn.counters
+                {
+                    c.accepted(len);
+                }
+                // Only whole packets count as activity: a trickle of bytes
+                // that never completes one does not keep a connection up.
+                last_packet = Instant::now();
                 match inspected {
                     Err(v) => {
                         let _ = pending.forward(checked, up).await;
@@ -447,6 +577,7 @@ impl MqttProxy {
                         return End::Closed;
                     }
                     Ok(Inspected::Publish { payload }) => {
+                        self.observe_publish(conn, &policy, &header, frame, payload);
                         checked += len;
                         let pause = conn.limiter.as_ref().map_or(Duration::ZERO, |l| {
                             l.lock()
@@ -454,6 +585,9 @@ impl MqttProxy {
                                 .publish(payload, Instant::now())
                         });
                         if !pause.is_zero() {
+                            if let Some(c) = &conn.counters {
+                                c.rate_limited();
+                            }
                             if self.strike(conn, ViolationKind::RateExceeded) {
                                 return End::Refused(Violation::new(
                                     ViolationKind::RateExceeded,
@@ -475,19 +609,36 @@ impl MqttProxy {
             if pending.forward(checked, up).await.is_err() {
                 return End::Closed;
             }
-            match pending.fill(rd).await {
-                Ok(true) => {}
-                Ok(false) | Err(_) => return End::Closed,
+            match tokio::time::timeout_at(last_packet + idle, pending.fill(rd)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false) | Err(_)) => return End::Closed,
+                Err(_) => return End::Idle(idle),
             }
-            if let Some(device) = &conn.device
-                && let Some(left) = self.quarantine.remaining(device, Instant::now())
-            {
-                return End::Refused(Violation::new(
-                    ViolationKind::Quarantined,
-                    format!("device {device} quarantined for {left:?}"),
-                ));
+            if let Some(device) = &conn.device {
+                // Quarantined mid-session: closed, even with a recovery
+                // path (it must reconnect with a clean session). Released:
+                // the normal rules apply again.
+                match self.quarantine.remaining(device, Instant::now()) {
+                    Some(left) if !conn.session.is_quarantined() => {
+                        return End::Refused(Violation::new(
+                            ViolationKind::Quarantined,
+                            format!("device {device} quarantined ({})", left_text(left)),
+                        ));
+                    }
+                    None if conn.session.is_quarantined() => conn.session.leave_quarantine(),
+                    _ => {}
+                }
             }
         }
+    }
+}
+
+/// "for 2s more" or "until released".
+fn left_text(left: Duration) -> String {
+    if left == Duration::MAX {
+        "until released".into()
+    } else {
+        format!("for {left:?} more")
     }
 }
 
@@ -497,6 +648,7 @@ async fn downstream(
     mut up: OwnedReadHalf,
     mut client: ClientWrite,
     mut kill: oneshot::Receiver<Option<Vec<u8>>>,
+    counters: Option<Arc<DeviceCounters>>,
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -523,6 +675,9 @@ async fn downstream(
                 };
                 if client.write_all(data).await.is_err() || client.flush().await.is_err() {
                     return;
+                }
+                if let Some(c) = &counters {
+                    c.sent(data.len());
                 }
             }
         }

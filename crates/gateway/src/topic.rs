@@ -51,10 +51,17 @@ fn common_checks(topic: &str, max_levels: usize) -> Result<(), TopicError> {
     if topic.len() > usize::from(u16::MAX) {
         return Err(TopicError::TooLong);
     }
-    if topic.contains('\0') {
-        return Err(TopicError::Nul);
+    // One pass over the bytes (this runs on every PUBLISH): NUL anywhere
+    // wins over too many levels, as before; levels = separators + 1.
+    let mut separators = 0usize;
+    for &b in topic.as_bytes() {
+        match b {
+            0 => return Err(TopicError::Nul),
+            b'/' => separators += 1,
+            _ => {}
+        }
     }
-    if topic.split('/').nth(max_levels).is_some() {
+    if separators >= max_levels {
         return Err(TopicError::TooManyLevels);
     }
     Ok(())
@@ -63,7 +70,9 @@ fn common_checks(topic: &str, max_levels: usize) -> Result<(), TopicError> {
 /// Checks a topic name as carried by PUBLISH (and a will topic).
 pub fn check_name(topic: &str, max_levels: usize) -> Result<(), TopicError> {
     common_checks(topic, max_levels)?;
-    if topic.contains(['+', '#']) {
+    // Bytes, not chars: both are ASCII, which never occurs inside a
+    // multi-byte UTF-8 sequence.
+    if topic.bytes().any(|b| matches!(b, b'+' | b'#')) {
         return Err(TopicError::WildcardInName);
     }
     Ok(())
@@ -192,6 +201,12 @@ mod tests {
         assert_eq!(check_name("a/#", 8), Err(TopicError::WildcardInName));
         assert_eq!(check_name("a\0b", 8), Err(TopicError::Nul));
         assert_eq!(check_name("a/b/c", 2), Err(TopicError::TooManyLevels));
+        // Exactly at the limit passes; NUL wins over too many levels.
+        assert_eq!(check_name("a/b", 2), Ok(()));
+        assert_eq!(check_name("/", 2), Ok(()));
+        assert_eq!(check_name("a/b/\0", 2), Err(TopicError::Nul));
+        // Multi-byte UTF-8 is never mistaken for a separator or wildcard.
+        assert_eq!(check_name("ä/ü/€", 3), Ok(()));
     }
 
     #[test]

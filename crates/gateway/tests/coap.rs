@@ -3,8 +3,8 @@
 //! (`coap-client-notls`) as the device. Devices are told apart by source
 //! address (`coap-client -a`): 127.0.0.1 and .3 are both loopback.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,11 @@ use gateway::audit::action;
 use gateway::coap::codec::{self, Code, MessageType, Method, option};
 use gateway::{CoapProxy, CoapProxyConfig, MemoryAudit, Policy, PolicyHandle, ViolationKind};
 use tokio::time::timeout;
+
+// Rate limits and block-wise transfer caps.
+mod limits;
+// Behaviour baselines: anomaly events.
+mod anomaly;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long a client waits for an answer that should not come.
@@ -28,91 +33,48 @@ methods = ["GET"]
 paths = [["time"], [".well-known", "core"]]
 "#;
 
-/// `coap-server-notls` on a free loopback UDP port, killed on drop.
-struct LibcoapServer {
-    child: Child,
-    port: u16,
-}
-
-/// Sends a GET /time from a plain socket and waits briefly for any answer.
-fn answers(port: u16) -> bool {
-    let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let ping = codec::encode(
-        MessageType::Confirmable,
-        Method::Get.code(),
-        1,
-        b"p",
-        &[(option::URI_PATH, b"time")],
-        &[],
-    );
-    let mut buf = [0u8; 1500];
-    s.send_to(&ping, ("127.0.0.1", port)).is_ok() && s.recv_from(&mut buf).is_ok()
-}
-
-impl LibcoapServer {
-    fn start() -> Self {
-        testkit::require_tool("coap-server-notls", "libcoap3-bin");
-        testkit::require_tool("coap-client-notls", "libcoap3-bin");
-        for _ in 0..5 {
-            let port = UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .map(|a| a.port())
-                .unwrap();
-            let mut child = Command::new("coap-server-notls")
-                .args(["-A", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn coap-server-notls");
-            let up = testkit::wait_until(WAIT, || {
-                answers(port) || matches!(child.try_wait(), Ok(Some(_)))
-            });
-            if up && matches!(child.try_wait(), Ok(None)) {
-                return Self { child, port };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("coap-server-notls did not start");
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-impl Drop for LibcoapServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// libcoap's example server (testkit); the tests' client is libcoap's too.
+fn libcoap_server() -> testkit::libcoap::CoapServer {
+    testkit::require_tool("coap-client-notls", "libcoap3-bin");
+    testkit::libcoap::CoapServer::start()
 }
 
 /// A CoAP gateway in front of `server`, stopped on drop.
 struct CoapGateway {
     addr: SocketAddr,
     audit: Arc<MemoryAudit>,
+    metrics: Arc<gateway::Metrics>,
+    proxy: Arc<CoapProxy>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl CoapGateway {
-    async fn start(server: &LibcoapServer) -> Self {
+    async fn start(server: &testkit::libcoap::CoapServer) -> Self {
+        Self::start_with(server, POLICY).await
+    }
+
+    async fn start_with(server: &testkit::libcoap::CoapServer, policy: &str) -> Self {
         let audit = Arc::new(MemoryAudit::default());
+        let metrics = Arc::new(gateway::Metrics::default());
         let proxy = CoapProxy::new(CoapProxyConfig {
             upstream: server.addr(),
             policy: Arc::new(PolicyHandle::new(
-                Policy::from_toml(POLICY, "coap test policy").unwrap(),
+                Policy::from_toml(policy, "coap test policy").unwrap(),
             )),
             audit: audit.clone(),
+            metrics: metrics.clone(),
+            quarantine: Arc::default(),
         });
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        let task = tokio::spawn(proxy.serve(socket));
-        Self { addr, audit, task }
+        let task = tokio::spawn(proxy.clone().serve(socket));
+        Self {
+            addr,
+            audit,
+            metrics,
+            proxy,
+            task,
+        }
     }
 
     fn events(&self, which: &str) -> Vec<ViolationKind> {
@@ -157,8 +119,8 @@ async fn client(gw: &CoapGateway, from: &str, args: &[&str], path: &str) -> Repl
     }
 }
 
-async fn setup() -> (LibcoapServer, CoapGateway) {
-    let server = LibcoapServer::start();
+async fn setup() -> (testkit::libcoap::CoapServer, CoapGateway) {
+    let server = libcoap_server();
     let gw = CoapGateway::start(&server).await;
     (server, gw)
 }
@@ -299,5 +261,39 @@ async fn malformed_and_replayed_datagrams_are_dropped() {
             ViolationKind::Malformed,
             ViolationKind::Protocol,
         ]
+    );
+}
+
+/// Per-device counters (metrics module) after real libcoap exchanges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_follow_real_traffic() {
+    use gateway::metrics::Protocol;
+    let (_server, gw) = setup().await;
+    let r = client(&gw, "127.0.0.1", &["-m", "get"], "time").await;
+    assert!(!r.stdout.trim().is_empty(), "{:?}", r.stderr);
+    let r = client(&gw, "127.0.0.1", &["-m", "get"], "example_data").await;
+    assert!(r.stderr.contains("4.03"), "{:?}", r.stderr);
+    let reader = gw.metrics.device(Protocol::Coap, "reader");
+    assert_eq!(reader.accepted_total(), 1);
+    assert_eq!(reader.refused_total(ViolationKind::NotAuthorized), 1);
+    let text = gw.metrics.render(&[]);
+    let l = "protocol=\"coap\",device=\"reader\"";
+    let value = |dir: &str| -> u64 {
+        let prefix = format!("bulwark_gateway_bytes_total{{{l},direction=\"{dir}\"}} ");
+        text.lines()
+            .find_map(|t| t.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    // A GET for "time" is a few bytes of header and options; the answer
+    // carries "Mon DD HH:MM:SS" at least.
+    assert!((8..64).contains(&value("in")), "{text}");
+    assert!(value("out") >= 15 + 4, "{text}");
+    assert!(
+        text.contains(&format!(
+            "bulwark_gateway_refused_total{{{l},reason=\"not-authorized\"}} 1"
+        )),
+        "{text}"
     );
 }

@@ -18,6 +18,11 @@ use tokio::time::timeout;
 use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::{ExceptionCode, Slave};
 
+// Rate limits, connection limits and deadlines.
+mod limits;
+// Behaviour baselines: anomaly events and quarantine on anomaly.
+mod anomaly;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Holding register i holds 1000 + i, input register i 2000 + i, coil i
@@ -124,23 +129,38 @@ impl Drop for PyModbus {
 struct ModbusGateway {
     addr: SocketAddr,
     audit: Arc<MemoryAudit>,
+    metrics: Arc<gateway::Metrics>,
+    proxy: Arc<ModbusProxy>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ModbusGateway {
     async fn start(server: &PyModbus) -> Self {
+        Self::start_with(server, POLICY).await
+    }
+
+    async fn start_with(server: &PyModbus, policy: &str) -> Self {
         let audit = Arc::new(MemoryAudit::default());
+        let metrics = Arc::new(gateway::Metrics::default());
         let proxy = ModbusProxy::new(ModbusProxyConfig {
             upstream: server.addr(),
             policy: Arc::new(PolicyHandle::new(
-                Policy::from_toml(POLICY, "modbus test policy").unwrap(),
+                Policy::from_toml(policy, "modbus test policy").unwrap(),
             )),
             audit: audit.clone(),
+            metrics: metrics.clone(),
+            quarantine: Arc::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(proxy.serve(listener));
-        Self { addr, audit, task }
+        let task = tokio::spawn(proxy.clone().serve(listener));
+        Self {
+            addr,
+            audit,
+            metrics,
+            proxy,
+            task,
+        }
     }
 
     fn refusals(&self) -> Vec<ViolationKind> {
@@ -294,4 +314,47 @@ async fn malformed_mbap_closes_the_connection() {
         ctx.read_holding_registers(5, 1).await.unwrap().unwrap(),
         [1005]
     );
+}
+
+/// Per-device counters (metrics module): what was forwarded, refused and
+/// relayed back, and the open connection while it is open.
+#[tokio::test]
+async fn counters_follow_real_traffic() {
+    use gateway::metrics::Protocol;
+    let (_server, gw) = setup().await;
+    let mut ctx = device([127, 0, 0, 1], &gw).await;
+    ctx.read_holding_registers(0, 10).await.unwrap().unwrap();
+    ctx.read_input_registers(2, 3).await.unwrap().unwrap();
+    assert_eq!(
+        ctx.read_holding_registers(50, 2).await.unwrap(),
+        Err(ExceptionCode::IllegalDataAddress)
+    );
+    let reader = gw.metrics.device(Protocol::Modbus, "reader");
+    assert_eq!(reader.accepted_total(), 2);
+    assert_eq!(reader.refused_total(ViolationKind::NotAuthorized), 1);
+    let text = gw.metrics.render(&[]);
+    let l = "protocol=\"modbus\",device=\"reader\"";
+    for line in [
+        format!("bulwark_gateway_accepted_total{{{l}}} 2"),
+        // Two read requests of 12 bytes each (MBAP 7 + PDU 5).
+        format!("bulwark_gateway_bytes_total{{{l},direction=\"in\"}} 24"),
+        // Responses: 7 + 2 + 20 and 7 + 2 + 6 bytes; the gateway's own
+        // exception answer is not server traffic.
+        format!("bulwark_gateway_bytes_total{{{l},direction=\"out\"}} 44"),
+        format!("bulwark_gateway_connections{{{l}}} 1"),
+        format!("bulwark_gateway_refused_total{{{l},reason=\"not-authorized\"}} 1"),
+    ] {
+        assert!(text.lines().any(|t| t == line), "missing {line}:\n{text}");
+    }
+    drop(ctx);
+    let gone = format!("bulwark_gateway_connections{{{l}}} 0");
+    let mut closed = false;
+    for _ in 0..100 {
+        if gw.metrics.render(&[]).contains(&gone) {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "{}", gw.metrics.render(&[]));
 }

@@ -6,10 +6,18 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Behaviour baselines and anomaly events on MQTT traffic.
+mod anomaly;
 // CoAP through the gateway against a real libcoap server and client.
 mod coap;
 // Modbus TCP through the gateway against a real pymodbus server.
 mod modbus;
+// MQTT connection limits, deadlines, and a flood beside a well-behaved
+// device.
+mod limits;
+// The metrics endpoint, gateway events in the tamper-evident event log,
+// quarantine across a restart, and the recovery path.
+mod observe;
 mod support;
 
 use std::sync::Arc;

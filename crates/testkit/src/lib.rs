@@ -1,11 +1,13 @@
 //! Fixtures for tests that need real components: a software TPM (swtpm),
-//! a PKCS#11 token (SoftHSM2, tpm2-pkcs11) and an MQTT broker (Mosquitto).
+//! a PKCS#11 token (SoftHSM2, tpm2-pkcs11), an MQTT broker (Mosquitto) and
+//! a CoAP server (libcoap).
 //!
 //! Every fixture starts its component with fresh state in a temporary
 //! directory and stops it on drop. A missing tool is a test *failure* with
 //! the Debian package to install, never a silent skip: `scripts/test.sh`
 //! installs them all.
 
+pub mod libcoap;
 pub mod mosquitto;
 pub mod pkcs11;
 pub mod softhsm;

@@ -8,6 +8,8 @@ pub(crate) mod ca;
 pub(crate) mod comply;
 pub(crate) mod dev;
 pub(crate) mod device;
+#[cfg(feature = "gateway")]
+pub(crate) mod gateway;
 pub(crate) mod identity;
 pub(crate) mod keys;
 pub(crate) mod log;

@@ -10,22 +10,36 @@
 //! names the device it is for without rewriting message ids or tokens. A
 //! small task per upstream socket hands responses to the owner task over
 //! a bounded channel.
+//!
+//! Limits, per device: a datagram and byte rate, checked before parsing
+//! (UDP allows no back-pressure, so a datagram over the rate is dropped
+//! and is a strike); strikes lead to quarantine, during which the
+//! device's datagrams are dropped unparsed and unlogged (the quarantine
+//! event says why; logging each dropped datagram would let a flood fill
+//! the log). Block-wise transfers are capped and expire ([`Transfers`]):
+//! a sweep every second logs and strikes each transfer that stalled.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
-use super::codec::{self, MAX_DATAGRAM, MessageType};
+use super::blockwise::Transfers;
+use super::codec::{self, MAX_DATAGRAM, Message, MessageType};
 use super::inspect::{DEFAULT_DEDUP_CAPACITY, Dedup, Exchanges, Forward, Refused, check_request};
+use crate::Quarantine;
+use crate::anomaly::{self, Detector, DeviceDetector, What};
 use crate::audit::{Audit, GatewayEvent, action};
+use crate::limit::{DeviceLimiter, RateLimits};
+use crate::metrics::{DeviceCounters, Metrics, Protocol};
 use crate::mqtt::inspect::{Violation, ViolationKind};
-use crate::policy::PolicyHandle;
 use crate::policy::coap::Refusal;
+use crate::policy::{Policy, PolicyHandle};
 
 /// What the CoAP proxy needs.
 #[derive(Debug, Clone)]
@@ -36,21 +50,38 @@ pub struct CoapProxyConfig {
     pub policy: Arc<PolicyHandle>,
     /// Where events go.
     pub audit: Arc<dyn Audit>,
+    /// Per-device counters, shared with the metrics endpoint.
+    pub metrics: Arc<Metrics>,
+    /// Quarantine state, shared with the other proxies and the admin
+    /// endpoint; [`Quarantine::open`] gives one that survives a restart.
+    pub quarantine: Arc<Quarantine>,
 }
 
 /// The CoAP gateway.
 #[derive(Debug)]
 pub struct CoapProxy {
     config: CoapProxyConfig,
+    limits: RateLimits,
+    quarantine: Arc<Quarantine>,
+    anomaly: Detector,
 }
+
+/// How often stalled block-wise transfers are looked for.
+const BLOCK_SWEEP: Duration = Duration::from_secs(1);
 
 /// One device source address's upstream leg.
 struct Peer {
     device: String,
     upstream: Arc<UdpSocket>,
     exchanges: Exchanges,
+    /// Its block-wise transfers in progress.
+    blocks: Transfers,
+    /// The device's counters, resolved when the leg is made.
+    counters: Arc<DeviceCounters>,
     reader: JoinHandle<()>,
     last_seen: Instant,
+    /// The device's behaviour baseline, resolved when the leg is made.
+    anomaly: DeviceDetector,
 }
 
 impl Drop for Peer {
@@ -65,12 +96,84 @@ struct State {
     peers: HashMap<SocketAddr, Peer>,
     dedup: Dedup,
     responses: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    /// Every device's limiter, held so [`RateLimits`] never sweeps it as
+    /// unused (it keeps only limiters someone holds). Bounded by the
+    /// policy's device names.
+    limiters: HashMap<String, Arc<Mutex<DeviceLimiter>>>,
 }
 
 impl CoapProxy {
     /// A proxy.
     pub fn new(config: CoapProxyConfig) -> Arc<Self> {
-        Arc::new(Self { config })
+        Arc::new(Self {
+            quarantine: config.quarantine.clone(),
+            config,
+            limits: RateLimits::default(),
+            anomaly: Detector::default(),
+        })
+    }
+
+    /// Behaviour baselines of the devices seen (reset one after a
+    /// legitimate change).
+    pub fn anomaly(&self) -> &Detector {
+        &self.anomaly
+    }
+
+    /// Feeds a request about to be forwarded to the device's baseline and
+    /// reports what deviated ([`crate::anomaly`]).
+    fn observe(
+        &self,
+        watch: &DeviceDetector,
+        policy: &Policy,
+        peer: SocketAddr,
+        msg: &Message<'_>,
+        at: Instant,
+    ) {
+        let found = watch.observe_at(&policy.anomaly, What::Coap(msg), msg.payload.len(), at);
+        if !found.is_empty() {
+            anomaly::report(
+                &*self.config.audit,
+                &self.quarantine,
+                policy.quarantine.duration,
+                peer,
+                found,
+            );
+        }
+    }
+
+    /// Quarantine state of CoAP devices: query, release, or quarantine by
+    /// hand.
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.quarantine
+    }
+
+    /// Records a strike against `device`; true if it started a quarantine
+    /// (recorded as an event).
+    fn strike(&self, device: &str, peer: SocketAddr, kind: ViolationKind) -> bool {
+        let rule = self.config.policy.load().quarantine;
+        self.quarantine
+            .strike_reported(&*self.config.audit, &rule, device, peer, kind)
+    }
+
+    /// Drops `leg`'s block-wise transfers that stalled, each with an
+    /// event and a strike.
+    fn expire_blocks(&self, peer: SocketAddr, leg: &mut Peer, now: Instant) {
+        for gone in leg.blocks.expire(now) {
+            let timeout = self.config.policy.load().coap.blocks.timeout;
+            self.event(
+                action::COAP_BLOCK_EXPIRED,
+                Some(&leg.device),
+                peer,
+                Violation::new(
+                    ViolationKind::Protocol,
+                    format!(
+                        "{} incomplete after {timeout:?} ({} bytes received): state dropped",
+                        gone.what, gone.received
+                    ),
+                ),
+            );
+            self.strike(&leg.device, peer, ViolationKind::Protocol);
+        }
     }
 
     /// Serves devices on `socket` until the returned future is dropped;
@@ -83,12 +186,21 @@ impl CoapProxy {
             peers: HashMap::new(),
             dedup: Dedup::new(lifetime, DEFAULT_DEDUP_CAPACITY),
             responses: tx,
+            limiters: HashMap::new(),
         };
         // One byte more than the cap, so an oversized datagram is seen
         // as oversized rather than silently cut.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut sweep = tokio::time::interval(BLOCK_SWEEP);
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sweep.tick() => {
+                    let now = Instant::now();
+                    for (peer, leg) in &mut state.peers {
+                        self.expire_blocks(*peer, leg, now);
+                    }
+                }
                 got = state.device_socket.recv_from(&mut buf) => match got {
                     Ok((n, peer)) => {
                         let bytes = buf.get(..n).unwrap_or_default();
@@ -102,6 +214,12 @@ impl CoapProxy {
     }
 
     fn event(&self, action: &'static str, device: Option<&str>, peer: SocketAddr, v: Violation) {
+        if action == action::COAP_REFUSED {
+            self.config
+                .metrics
+                .device(Protocol::Coap, device.unwrap_or(""))
+                .refused(v.kind);
+        }
         self.config.audit.record(GatewayEvent {
             action,
             device: device.map(str::to_owned),
@@ -126,6 +244,35 @@ impl CoapProxy {
             return;
         };
         let name = device.name.as_str();
+        let now = Instant::now();
+        if self.quarantine.remaining(name, now).is_some() {
+            return;
+        }
+        // Before parsing: a flood of garbage costs the flooder its rate.
+        let limiter = self.limits.limiter(name, device.rate);
+        let pause = limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .publish(bytes.len(), now);
+        if !state.limiters.contains_key(name) {
+            state.limiters.insert(name.to_owned(), limiter);
+        }
+        if !pause.is_zero() {
+            self.event(
+                action::COAP_REFUSED,
+                Some(name),
+                peer,
+                Violation::new(
+                    ViolationKind::RateExceeded,
+                    format!(
+                        "over {} datagrams/s or {} bytes/s: dropped",
+                        device.rate.messages_per_second, device.rate.bytes_per_second
+                    ),
+                ),
+            );
+            self.strike(name, peer, ViolationKind::RateExceeded);
+            return;
+        }
         let msg = match codec::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -150,7 +297,6 @@ impl CoapProxy {
                 return;
             }
         };
-        let now = Instant::now();
         let lifetime = policy.coap.exchange_lifetime;
         if matches!(forward, Forward::Request(_)) {
             state.dedup.set_lifetime(lifetime);
@@ -165,14 +311,26 @@ impl CoapProxy {
         else {
             return;
         };
+        if matches!(forward, Forward::Request(_)) {
+            self.expire_blocks(peer, leg, now);
+            if let Err(refused) = leg.blocks.request(&msg, &policy.coap.blocks, now) {
+                self.event(action::COAP_REFUSED, Some(name), peer, refused.violation());
+                return;
+            }
+        }
         if matches!(forward, Forward::Request(_))
             && let Err(refused) = leg.exchanges.expect(&msg, bytes.len(), lifetime, now)
         {
             self.event(action::COAP_REFUSED, Some(name), peer, refused.violation());
             return;
         }
+        if matches!(forward, Forward::Request(_)) {
+            self.observe(&leg.anomaly, &policy, peer, &msg, now);
+        }
         leg.last_seen = now;
-        if leg.upstream.send(bytes).await.is_err() {
+        if leg.upstream.send(bytes).await.is_ok() {
+            leg.counters.accepted(bytes.len());
+        } else {
             self.config.audit.record(GatewayEvent {
                 action: action::UPSTREAM_UNAVAILABLE,
                 device: Some(name.to_owned()),
@@ -242,8 +400,11 @@ impl CoapProxy {
                     device: device.to_owned(),
                     upstream: socket,
                     exchanges: Exchanges::default(),
+                    blocks: Transfers::default(),
+                    counters: self.config.metrics.device(Protocol::Coap, device),
                     reader,
                     last_seen: now,
+                    anomaly: self.anomaly.device(device),
                 },
             );
         }
@@ -259,11 +420,15 @@ impl CoapProxy {
             .map_err(|e| Violation::new(ViolationKind::Malformed, format!("server: {e}")))
             .and_then(|msg| {
                 leg.exchanges
-                    .check_response(&msg, bytes.len(), Instant::now())
+                    .check_response(&msg, bytes.len(), Instant::now())?;
+                leg.blocks.response(&msg);
+                Ok(())
             });
         match checked {
             Ok(()) => {
-                let _ = state.device_socket.send_to(bytes, peer).await;
+                if state.device_socket.send_to(bytes, peer).await.is_ok() {
+                    leg.counters.sent(bytes.len());
+                }
             }
             Err(v) => self.event(action::COAP_RESPONSE_DROPPED, Some(&name), peer, v),
         }

@@ -220,6 +220,15 @@ struct Open {
     policy: Arc<Policy>,
     publish: Vec<String>,
     subscribe: Vec<String>,
+    /// The recovery path, resolved like the rules above.
+    recovery_publish: Vec<String>,
+    recovery_subscribe: Vec<String>,
+    /// Quarantined: only the recovery path is allowed.
+    quarantined: bool,
+    /// What the CONNECT asked for, to decide whether a quarantined
+    /// session may go on (see [`Session::enter_quarantine`]).
+    clean_start: bool,
+    has_will: bool,
     max_qos: u8,
     retain: bool,
     max_payload: usize,
@@ -249,6 +258,11 @@ impl Open {
             policy: policy.clone(),
             publish: resolve_all(&device.rules.publish),
             subscribe: resolve_all(&device.rules.subscribe),
+            recovery_publish: resolve_all(&device.rules.recovery.publish),
+            recovery_subscribe: resolve_all(&device.rules.recovery.subscribe),
+            quarantined: false,
+            clean_start: false,
+            has_will: false,
             max_qos: device.rules.max_qos,
             retain: device.rules.retain,
             max_payload: device.rules.max_payload,
@@ -259,7 +273,30 @@ impl Open {
     }
 
     fn may_publish(&self, topic: &str) -> bool {
-        self.publish.iter().any(|f| topic::matches(f, topic))
+        let allowed = if self.quarantined {
+            &self.recovery_publish
+        } else {
+            &self.publish
+        };
+        allowed.iter().any(|f| topic::matches(f, topic))
+    }
+
+    fn may_subscribe(&self, filter: &str) -> bool {
+        let allowed = if self.quarantined {
+            &self.recovery_subscribe
+        } else {
+            &self.subscribe
+        };
+        allowed.iter().any(|a| topic::covers(a, filter))
+    }
+
+    /// "not allowed" or, in quarantine, "not on the recovery path".
+    fn refusal(&self) -> &'static str {
+        if self.quarantined {
+            "is not on the recovery path (quarantined)"
+        } else {
+            "is not allowed"
+        }
     }
 
     fn check_message(
@@ -274,7 +311,7 @@ impl Open {
         if !self.may_publish(topic) {
             return Err(Violation::new(
                 ViolationKind::NotAuthorized,
-                format!("publish to `{}` is not allowed", shorten(topic)),
+                format!("publish to `{}` {}", shorten(topic), self.refusal()),
             ));
         }
         if qos > self.max_qos {
@@ -392,6 +429,14 @@ impl Session {
         }
     }
 
+    /// The topic an MQTT 5 topic alias stands for on this connection.
+    pub fn topic_alias(&self, alias: u16) -> Option<&str> {
+        match &self.state {
+            State::Open(o) => o.aliases.get(&alias).map(String::as_str),
+            State::AwaitConnect => None,
+        }
+    }
+
     /// Decodes and checks one complete frame against `policy` (the one in
     /// force now).
     pub fn inspect(
@@ -452,10 +497,10 @@ impl Session {
                             ),
                         ));
                     }
-                    if !open.subscribe.iter().any(|a| topic::covers(a, s.filter)) {
+                    if !open.may_subscribe(s.filter) {
                         return Err(Violation::new(
                             ViolationKind::NotAuthorized,
-                            format!("subscription to `{}` is not allowed", shorten(s.filter)),
+                            format!("subscription to `{}` {}", shorten(s.filter), open.refusal()),
                         ));
                     }
                 }
@@ -501,7 +546,9 @@ impl Session {
                 ),
             ));
         }
-        let open = Open::resolve(policy, device, c.version, c.client_id, identity);
+        let mut open = Open::resolve(policy, device, c.version, c.client_id, identity);
+        open.clean_start = c.clean_start;
+        open.has_will = c.will.is_some();
         if let Some(w) = &c.will {
             open.check_message(w.topic, w.qos, w.retain, w.payload)
                 .map_err(|v| Violation::new(v.kind, format!("will message: {}", v.detail)))?;
@@ -530,6 +577,7 @@ impl Session {
             ));
         };
         let aliases = std::mem::take(&mut open.aliases);
+        let kept = (open.quarantined, open.clean_start, open.has_will);
         *open = Open::resolve(
             policy,
             device,
@@ -538,7 +586,48 @@ impl Session {
             &open.identity,
         );
         open.aliases = aliases;
+        (open.quarantined, open.clean_start, open.has_will) = kept;
         Ok(())
+    }
+
+    /// The connected device is quarantined: from now on only its
+    /// recovery path is allowed. Refused (the caller closes the
+    /// connection) when it has none, or when the CONNECT could bring back
+    /// more than the path: a kept session (its subscriptions would still
+    /// deliver) or a will message.
+    pub fn enter_quarantine(&mut self) -> Result<(), Violation> {
+        let State::Open(open) = &mut self.state else {
+            return Err(Violation::new(
+                ViolationKind::Quarantined,
+                "quarantined before CONNECT",
+            ));
+        };
+        let why = if open.recovery_publish.is_empty() && open.recovery_subscribe.is_empty() {
+            "it has no recovery path"
+        } else if !open.clean_start {
+            "a quarantined device must connect with a clean session"
+        } else if open.has_will {
+            "a quarantined device may not set a will message"
+        } else {
+            open.quarantined = true;
+            return Ok(());
+        };
+        Err(Violation::new(
+            ViolationKind::Quarantined,
+            format!("device {} is quarantined: {why}", open.device),
+        ))
+    }
+
+    /// The quarantine was lifted: the device's normal rules apply again.
+    pub fn leave_quarantine(&mut self) {
+        if let State::Open(open) = &mut self.state {
+            open.quarantined = false;
+        }
+    }
+
+    /// Whether only the recovery path is allowed.
+    pub fn is_quarantined(&self) -> bool {
+        matches!(&self.state, State::Open(o) if o.quarantined)
     }
 }
 

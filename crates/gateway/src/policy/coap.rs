@@ -5,6 +5,11 @@
 //! ```toml
 //! [coap]
 //! exchange_lifetime_secs = 247  # duplicate window (RFC 7252 §4.8.2)
+//! datagrams_per_second = 20     # per device; over it: dropped, a strike
+//! bytes_per_second = 16384
+//! block_timeout_secs = 60       # an incomplete block-wise transfer expires
+//! max_block_transfers = 4       # incomplete transfers per device
+//! max_block_bytes = 65536       # Block1 bytes held per device
 //!
 //! [[coap.devices]]
 //! name = "thermo-1"
@@ -13,6 +18,7 @@
 //! paths = [["sensors", "temp"], ["time"]]   # segment-wise prefixes
 //! max_payload = 256             # default 0: no request payload
 //! refusal = "forbidden"         # or "drop"
+//! datagrams_per_second = 5      # optional: overrides [coap]
 //! ```
 //!
 //! A path prefix matches whole segments: `["sensors", "temp"]` allows
@@ -27,10 +33,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::invalid;
 use super::modbus::{Cidr, check_device_source};
+use super::{Rate, invalid, ranged, to_u32, to_usize};
 use crate::Result;
-use crate::coap::codec::{MAX_PATH_SEGMENTS, MAX_SEGMENT, Method};
+use crate::coap::codec::{MAX_DATAGRAM, MAX_PATH_SEGMENTS, MAX_SEGMENT, Method};
 
 /// RFC 7252 §4.8.2 EXCHANGE_LIFETIME with the default transmission
 /// parameters.
@@ -40,6 +46,11 @@ pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 #[serde(deny_unknown_fields)]
 pub(super) struct CoapFile {
     exchange_lifetime_secs: Option<u64>,
+    datagrams_per_second: Option<u64>,
+    bytes_per_second: Option<u64>,
+    block_timeout_secs: Option<u64>,
+    max_block_transfers: Option<u64>,
+    max_block_bytes: Option<u64>,
     #[serde(default)]
     devices: Vec<DeviceFile>,
 }
@@ -55,6 +66,8 @@ struct DeviceFile {
     max_payload: Option<u64>,
     #[serde(default)]
     refusal: Refusal,
+    datagrams_per_second: Option<u64>,
+    bytes_per_second: Option<u64>,
 }
 
 /// What a refused Confirmable request gets.
@@ -83,6 +96,8 @@ pub struct CoapDevice {
     pub max_payload: usize,
     /// What a refused Confirmable request gets.
     pub refusal: Refusal,
+    /// Datagrams (`messages_per_second`) and datagram bytes per second.
+    pub rate: Rate,
 }
 
 impl CoapDevice {
@@ -100,13 +115,40 @@ impl CoapDevice {
 pub struct CoapPolicy {
     /// How long a (source, message id) pair counts as a duplicate.
     pub exchange_lifetime: Duration,
+    /// Caps on block-wise transfers (RFC 7959).
+    pub blocks: BlockLimits,
     devices: Vec<CoapDevice>,
+}
+
+/// Caps on one device's block-wise transfers (RFC 7959): the gateway
+/// tracks each Block1 upload and Block2 download until it completes, so
+/// a transfer that never completes costs a bounded amount, for a bounded
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLimits {
+    /// An incomplete transfer with no block for this long expires.
+    pub timeout: Duration,
+    /// Incomplete transfers per device.
+    pub max_transfers: usize,
+    /// Block1 payload bytes per device across its incomplete uploads.
+    pub max_bytes: usize,
+}
+
+impl Default for BlockLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            max_transfers: 4,
+            max_bytes: 65_536,
+        }
+    }
 }
 
 impl Default for CoapPolicy {
     fn default() -> Self {
         Self {
             exchange_lifetime: EXCHANGE_LIFETIME,
+            blocks: BlockLimits::default(),
             devices: Vec::new(),
         }
     }
@@ -137,6 +179,49 @@ impl CoapPolicy {
                 format!("{lifetime} is outside 1..=3600"),
             ));
         }
+        let defaults = BlockLimits::default();
+        let blocks = BlockLimits {
+            timeout: Duration::from_secs(ranged(
+                "coap.block_timeout_secs",
+                file.block_timeout_secs,
+                defaults.timeout.as_secs(),
+                1,
+                3600,
+            )?),
+            max_transfers: to_usize(ranged(
+                "coap.max_block_transfers",
+                file.max_block_transfers,
+                defaults.max_transfers as u64,
+                1,
+                1024,
+            )?),
+            max_bytes: to_usize(ranged(
+                "coap.max_block_bytes",
+                file.max_block_bytes,
+                defaults.max_bytes as u64,
+                1024,
+                16 << 20,
+            )?),
+        };
+        let rate_field = |field: &str, value: Option<u64>, default: u64, min: u64| {
+            ranged(field, value, default, min, u64::from(u32::MAX)).map(to_u32)
+        };
+        // Bytes at least one largest datagram, which could otherwise
+        // never pass.
+        let section = Rate {
+            messages_per_second: rate_field(
+                "coap.datagrams_per_second",
+                file.datagrams_per_second,
+                20,
+                1,
+            )?,
+            bytes_per_second: rate_field(
+                "coap.bytes_per_second",
+                file.bytes_per_second,
+                16_384,
+                MAX_DATAGRAM as u64,
+            )?,
+        };
         let mut devices = Vec::with_capacity(file.devices.len());
         let mut names = HashSet::new();
         let mut sources = HashSet::new();
@@ -194,6 +279,20 @@ impl CoapPolicy {
                         ),
                     )
                 })?;
+            let rate = Rate {
+                messages_per_second: rate_field(
+                    &format!("{field}.datagrams_per_second"),
+                    d.datagrams_per_second,
+                    u64::from(section.messages_per_second),
+                    1,
+                )?,
+                bytes_per_second: rate_field(
+                    &format!("{field}.bytes_per_second"),
+                    d.bytes_per_second,
+                    u64::from(section.bytes_per_second),
+                    MAX_DATAGRAM as u64,
+                )?,
+            };
             devices.push(CoapDevice {
                 name: d.name,
                 source,
@@ -201,10 +300,12 @@ impl CoapPolicy {
                 paths,
                 max_payload,
                 refusal: d.refusal,
+                rate,
             });
         }
         Ok(Self {
             exchange_lifetime: Duration::from_secs(lifetime),
+            blocks,
             devices,
         })
     }
@@ -287,5 +388,40 @@ mod tests {
         assert!(err(&twice).contains("coap.devices[1].source"));
         assert!(err("[coap]\nexchange_lifetime_secs = 0").contains("exchange_lifetime_secs"));
         assert!(err("[coap]\nbogus = 1").contains("bogus"));
+        assert!(err("[coap]\ndatagrams_per_second = 0").contains("coap.datagrams_per_second"));
+        assert!(err("[coap]\nbytes_per_second = 100").contains("coap.bytes_per_second"));
+        assert!(err("[coap]\nblock_timeout_secs = 0").contains("coap.block_timeout_secs"));
+        assert!(err("[coap]\nmax_block_transfers = 0").contains("coap.max_block_transfers"));
+        assert!(err("[coap]\nmax_block_bytes = 10").contains("coap.max_block_bytes"));
+        assert!(
+            err(&dev("datagrams_per_second = 0")).contains("coap.devices[0].datagrams_per_second")
+        );
+    }
+
+    #[test]
+    fn rates_and_block_caps() {
+        let p = Policy::from_toml(
+            &GOOD
+                .replace(
+                    "exchange_lifetime_secs = 5",
+                    "exchange_lifetime_secs = 5\ndatagrams_per_second = 7\nmax_block_transfers = 2",
+                )
+                .replace(
+                    "refusal = \"drop\"",
+                    "refusal = \"drop\"\ndatagrams_per_second = 3",
+                ),
+            "t",
+        )
+        .unwrap();
+        let c = &p.coap;
+        assert_eq!(c.blocks.max_transfers, 2);
+        assert_eq!(c.blocks.timeout, BlockLimits::default().timeout);
+        let net = c.device_for("10.9.9.9".parse().unwrap()).unwrap();
+        assert_eq!(
+            (net.rate.messages_per_second, net.rate.bytes_per_second),
+            (7, 16_384)
+        );
+        let one = c.device_for("10.1.2.3".parse().unwrap()).unwrap();
+        assert_eq!(one.rate.messages_per_second, 3);
     }
 }

@@ -3,6 +3,12 @@
 //! codes, on which addresses. Anything not named is refused.
 //!
 //! ```toml
+//! [modbus]
+//! requests_per_second = 50      # per device, shared by its connections
+//! bytes_per_second = 16384      # request frame bytes (MBAP included)
+//! first_request_timeout_secs = 10   # accept to first complete request
+//! idle_timeout_secs = 300       # longest silence between requests
+//!
 //! [[modbus.devices]]
 //! name = "hmi-1"
 //! source = "10.0.4.0/24"        # an address or a CIDR block
@@ -10,6 +16,7 @@
 //! functions = [3, 6]            # default: read-only [1, 2, 3, 4]
 //! refusal = "exception"         # or "drop" (close the connection)
 //! ranges = { 3 = [[0, 99]], 6 = [[10, 19], [40, 40]] }   # inclusive
+//! requests_per_second = 10      # optional: overrides [modbus]
 //! ```
 //!
 //! A function listed without ranges may touch no address (every request
@@ -19,11 +26,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::invalid;
+use super::{Rate, invalid, ranged, to_u32};
 use crate::Result;
+use crate::modbus::codec::MAX_FRAME;
 
 /// Function codes the gateway parses and can allow.
 pub const SUPPORTED_FUNCTIONS: [u8; 9] = [1, 2, 3, 4, 5, 6, 15, 16, 23];
@@ -33,6 +42,10 @@ pub const READ_ONLY: [u8; 4] = [1, 2, 3, 4];
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ModbusFile {
+    requests_per_second: Option<u64>,
+    bytes_per_second: Option<u64>,
+    first_request_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     #[serde(default)]
     devices: Vec<DeviceFile>,
 }
@@ -48,6 +61,8 @@ struct DeviceFile {
     refusal: Refusal,
     #[serde(default)]
     ranges: BTreeMap<String, Vec<[u64; 2]>>,
+    requests_per_second: Option<u64>,
+    bytes_per_second: Option<u64>,
 }
 
 /// What the gateway does with a request the policy refuses.
@@ -126,6 +141,8 @@ pub struct ModbusDevice {
     pub functions: Vec<u8>,
     /// What a refused request gets.
     pub refusal: Refusal,
+    /// Requests (`messages_per_second`) and request bytes per second.
+    pub rate: Rate,
     ranges: BTreeMap<u8, Vec<AddressRange>>,
 }
 
@@ -141,9 +158,29 @@ impl ModbusDevice {
 }
 
 /// The validated `[modbus]` part.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModbusPolicy {
+    /// Time from accept to the first complete request (slowloris).
+    pub first_request_timeout: Duration,
+    /// Longest silence from the device between requests.
+    pub idle_timeout: Duration,
     devices: Vec<ModbusDevice>,
+}
+
+impl Default for ModbusPolicy {
+    fn default() -> Self {
+        Self {
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            devices: Vec::new(),
+        }
+    }
+}
+
+/// A rate field: `per_second` in 1..=2^32-1 (bytes at least one largest
+/// frame, which could otherwise never pass).
+fn rate_field(field: &str, value: Option<u64>, default: u64, min: u64) -> Result<u32> {
+    ranged(field, value, default, min, u64::from(u32::MAX)).map(to_u32)
 }
 
 impl ModbusPolicy {
@@ -162,6 +199,34 @@ impl ModbusPolicy {
     }
 
     pub(super) fn validate(file: ModbusFile) -> Result<Self> {
+        let section = Rate {
+            messages_per_second: rate_field(
+                "modbus.requests_per_second",
+                file.requests_per_second,
+                50,
+                1,
+            )?,
+            bytes_per_second: rate_field(
+                "modbus.bytes_per_second",
+                file.bytes_per_second,
+                16_384,
+                MAX_FRAME as u64,
+            )?,
+        };
+        let first_request_timeout = Duration::from_secs(ranged(
+            "modbus.first_request_timeout_secs",
+            file.first_request_timeout_secs,
+            10,
+            1,
+            300,
+        )?);
+        let idle_timeout = Duration::from_secs(ranged(
+            "modbus.idle_timeout_secs",
+            file.idle_timeout_secs,
+            300,
+            1,
+            86_400,
+        )?);
         let mut devices = Vec::with_capacity(file.devices.len());
         let mut names = HashSet::new();
         let mut sources = HashSet::new();
@@ -224,16 +289,35 @@ impl ModbusPolicy {
                 }
                 ranges.insert(f, rs);
             }
+            let rate = Rate {
+                messages_per_second: rate_field(
+                    &format!("{field}.requests_per_second"),
+                    d.requests_per_second,
+                    u64::from(section.messages_per_second),
+                    1,
+                )?,
+                bytes_per_second: rate_field(
+                    &format!("{field}.bytes_per_second"),
+                    d.bytes_per_second,
+                    u64::from(section.bytes_per_second),
+                    MAX_FRAME as u64,
+                )?,
+            };
             devices.push(ModbusDevice {
                 name: d.name,
                 source,
                 unit_ids,
                 functions,
                 refusal: d.refusal,
+                rate,
                 ranges,
             });
         }
-        Ok(Self { devices })
+        Ok(Self {
+            first_request_timeout,
+            idle_timeout,
+            devices,
+        })
     }
 }
 
@@ -336,5 +420,39 @@ mod tests {
         let twice = format!("{}\n{}", dev(""), dev("").replace("\"a\"", "\"b\""));
         assert!(err(&twice).contains("modbus.devices[1].source"));
         assert!(err("[modbus]\nbogus = 1").contains("bogus"));
+        assert!(err("[modbus]\nrequests_per_second = 0").contains("modbus.requests_per_second"));
+        assert!(err("[modbus]\nbytes_per_second = 100").contains("modbus.bytes_per_second"));
+        assert!(
+            err("[modbus]\nfirst_request_timeout_secs = 0")
+                .contains("modbus.first_request_timeout_secs")
+        );
+        assert!(err("[modbus]\nidle_timeout_secs = 0").contains("modbus.idle_timeout_secs"));
+        assert!(
+            err(&dev("requests_per_second = 0")).contains("modbus.devices[0].requests_per_second")
+        );
+    }
+
+    #[test]
+    fn rates_default_from_the_section() {
+        let p = Policy::from_toml(
+            &format!("[modbus]\nrequests_per_second = 7\nidle_timeout_secs = 9\n{GOOD}").replace(
+                "refusal = \"drop\"",
+                "refusal = \"drop\"\nbytes_per_second = 999",
+            ),
+            "t",
+        )
+        .unwrap();
+        let m = &p.modbus;
+        assert_eq!(m.idle_timeout, std::time::Duration::from_secs(9));
+        let net = m.device_for("10.9.9.9".parse().unwrap()).unwrap();
+        assert_eq!(
+            (net.rate.messages_per_second, net.rate.bytes_per_second),
+            (7, 16_384)
+        );
+        let one = m.device_for("10.1.2.3".parse().unwrap()).unwrap();
+        assert_eq!(
+            (one.rate.messages_per_second, one.rate.bytes_per_second),
+            (7, 999)
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use gateway::{MemoryAudit, MqttProxy, Policy, PolicyHandle, ProxyConfig};
+use gateway::{
+    Audit, MemoryAudit, Metrics, MqttProxy, Policy, PolicyHandle, ProxyConfig, Quarantine,
+};
 use identity::ca::{DeviceSubject, ManufacturerCa};
 use identity::tls::TlsIdentity;
 use keys::{Algorithm, KeyAdmin, KeyRef, KeyStore};
@@ -112,16 +114,35 @@ pub struct Gateway {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// State a gateway shares with the admin endpoint or keeps across a
+/// restart, and an extra audit sink (events go to `Gateway::audit` too).
+#[derive(Default)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub quarantine: Arc<Quarantine>,
+    pub audit: Option<Arc<dyn Audit>>,
+}
+
 impl Gateway {
     pub async fn start(pki: &Pki, broker: SocketAddr, policy: &str) -> Self {
+        Self::start_with(pki, broker, policy, Shared::default()).await
+    }
+
+    pub async fn start_with(pki: &Pki, broker: SocketAddr, policy: &str, shared: Shared) -> Self {
         let audit = Arc::new(MemoryAudit::default());
+        let sink: Arc<dyn Audit> = match shared.audit {
+            Some(other) => Arc::new(gateway::audit::Tee(audit.clone(), other)),
+            None => audit.clone(),
+        };
         let proxy = MqttProxy::new(ProxyConfig {
             tls: pki.gateway_tls(),
             upstream: broker,
             policy: Arc::new(PolicyHandle::new(
                 Policy::from_toml(policy, "test policy").unwrap(),
             )),
-            audit: audit.clone(),
+            audit: sink,
+            metrics: shared.metrics,
+            quarantine: shared.quarantine,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
