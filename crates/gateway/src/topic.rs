@@ -94,20 +94,52 @@ pub fn check_filter(filter: &str, max_levels: usize) -> Result<(), TopicError> {
 }
 
 /// Whether `filter` (well-formed) matches the topic name `topic`.
+///
+/// One pass over the bytes of both, with no level splitting: this runs
+/// for every PUBLISH against each allowed filter, and `/`, `+` and `#` are
+/// ASCII, so they never occur inside a multi-byte UTF-8 character.
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+    let (f, t) = (filter.as_bytes(), topic.as_bytes());
+    if t.first() == Some(&b'$') && matches!(f.first(), Some(b'+' | b'#')) {
         return false;
     }
-    let mut t = topic.split('/');
-    for f in filter.split('/') {
-        match (f, t.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (f, Some(t)) if f == t => {}
-            _ => return false,
+    let (mut i, mut j) = (0, 0);
+    loop {
+        // Both at the start of a level.
+        match f.get(i) {
+            // Well-formed: `#` is a whole, last level; it matches the rest.
+            Some(b'#') => return true,
+            Some(b'+') => {
+                while t.get(j).is_some_and(|&b| b != b'/') {
+                    j += 1;
+                }
+                i += 1;
+            }
+            _ => {
+                while let Some(&b) = f.get(i).filter(|&&b| b != b'/') {
+                    if t.get(j) != Some(&b) {
+                        return false;
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                if t.get(j).is_some_and(|&b| b != b'/') {
+                    return false;
+                }
+            }
+        }
+        // Both at the end of a level: a `/` or the end.
+        match (i < f.len(), j < t.len()) {
+            (false, false) => return true,
+            (true, true) => {
+                i += 1;
+                j += 1;
+            }
+            // `a/#` also matches the parent level `a`.
+            (true, false) => return f.get(i + 1..) == Some(b"#".as_slice()),
+            (false, true) => return false,
         }
     }
-    t.next().is_none()
 }
 
 /// Whether every topic that `requested` matches is also matched by
@@ -257,5 +289,37 @@ mod tests {
         assert_eq!(p.resolve("a/b", "u1"), None);
         assert_eq!(p.resolve("c1", ""), None);
         assert!(Pattern::parse("dev/x%c/#", 8).is_err());
+    }
+
+    /// The level-splitting definition [`matches`] must agree with.
+    fn matches_by_levels(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+            return false;
+        }
+        let mut t = topic.split('/');
+        for f in filter.split('/') {
+            match (f, t.next()) {
+                ("#", _) => return true,
+                ("+", Some(_)) => {}
+                (f, Some(t)) if f == t => {}
+                _ => return false,
+            }
+        }
+        t.next().is_none()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn byte_matching_agrees_with_level_matching(
+            filter in "(\\$?[ab]{0,2}|\\+)(/([ab]{0,2}|\\+)){0,4}(/#)?|#",
+            topic in "\\$?[ab]{0,2}(/[ab]{0,2}){0,5}",
+        ) {
+            proptest::prop_assume!(check_filter(&filter, 16).is_ok());
+            proptest::prop_assert_eq!(
+                matches(&filter, &topic),
+                matches_by_levels(&filter, &topic),
+                "filter {:?} topic {:?}", filter, topic
+            );
+        }
     }
 }
