@@ -1,10 +1,10 @@
 //! Replays every seed in `fuzz/corpus/<target>/` through the fuzz targets'
-//! own code (`fuzz/src/lib.rs`, compiled in here), so CI checks on stable
+//! own code (`fuzz/src/config.rs`, compiled in here), so CI checks on stable
 //! Rust that no seed panics, and that the seeds still reach the outcomes
 //! they were written for.
 
 #[allow(unreachable_pub, dead_code)]
-#[path = "../../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/config.rs"]
 mod harness;
 
 use std::path::{Path, PathBuf};
