@@ -114,26 +114,37 @@ fn test_exists(root: &Path, reference: &str) -> Result<(), String> {
     };
     let path = root.join(file);
     let main = fs::read_to_string(&path).map_err(|e| format!("{reference}: {e}"))?;
-    let mut sources = vec![main.clone()];
-    if let Some(first) = modules.first() {
-        let declared =
-            main.contains(&format!("mod {first} {{")) || main.contains(&format!("mod {first};"));
+    let mut sources = vec![main];
+    // Each module is in the sources read so far, inline or as a file
+    // beside its parent or in the parent's folder (`tests/api.rs` with
+    // `mod config;` in `tests/api/config.rs`, nested likewise).
+    let mut parent = path.clone();
+    for (depth, module) in modules.iter().enumerate() {
+        let declared = sources.iter().any(|s| {
+            s.contains(&format!("mod {module} {{")) || s.contains(&format!("mod {module};"))
+        });
         if !declared {
-            return Err(format!("{reference}: no module {first} in {file}"));
+            return Err(if depth == 0 {
+                format!("{reference}: no module {module} in {file}")
+            } else {
+                format!("{reference}: no module {module}")
+            });
         }
-        // A module file beside the test file, or in its own folder
-        // (`tests/api.rs` with `#[path = "api/config.rs"] mod config;`).
-        for candidate in [
-            path.with_file_name(format!("{first}.rs")),
-            path.with_extension("").join(format!("{first}.rs")),
-        ] {
-            if let Ok(module_file) = fs::read_to_string(candidate) {
+        let beside = parent.with_file_name(format!("{module}.rs"));
+        let below = parent.with_extension("").join(format!("{module}.rs"));
+        // A test crate's root has its modules beside it; any other module
+        // file has them in its own folder (Rust's rule), but `#[path]`
+        // may put a root's modules in the folder too.
+        let candidates = if depth == 0 {
+            [beside, below]
+        } else {
+            [below, beside]
+        };
+        for candidate in candidates {
+            if let Ok(module_file) = fs::read_to_string(&candidate) {
                 sources.push(module_file);
-            }
-        }
-        for inner in &modules[1..] {
-            if !sources.iter().any(|s| s.contains(&format!("mod {inner}"))) {
-                return Err(format!("{reference}: no module {inner}"));
+                parent = candidate;
+                break;
             }
         }
     }
