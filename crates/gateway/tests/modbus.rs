@@ -224,7 +224,10 @@ async fn allowed_reads_pass_with_the_servers_values() {
 
 #[tokio::test]
 async fn policy_refusals_get_modbus_exceptions_and_the_connection_stays() {
-    let (_server, gw) = setup().await;
+    let server = PyModbus::start();
+    // Room for the five refusals below before a quarantine.
+    let gw =
+        ModbusGateway::start_with(&server, &format!("[quarantine]\nstrikes = 10\n{POLICY}")).await;
     let mut ctx = device([127, 0, 0, 1], &gw).await;
     // Write on a read-only device: illegal function.
     assert_eq!(
@@ -255,6 +258,41 @@ async fn policy_refusals_get_modbus_exceptions_and_the_connection_stays() {
     let regs = ctx.read_holding_registers(5, 1).await.unwrap().unwrap();
     assert_eq!(regs, [1005]);
     assert_eq!(gw.refusals(), [ViolationKind::NotAuthorized; 5]);
+}
+
+/// Policy refusals are strikes: a device that keeps asking for what it
+/// may not have is quarantined, its connection closed and new ones
+/// refused, while another device is still served.
+#[tokio::test]
+async fn repeated_policy_refusals_quarantine_the_device() {
+    let server = PyModbus::start();
+    let gw =
+        ModbusGateway::start_with(&server, &format!("[quarantine]\nstrikes = 3\n{POLICY}")).await;
+    let mut ctx = device([127, 0, 0, 1], &gw).await;
+    for _ in 0..2 {
+        assert_eq!(
+            ctx.write_single_register(5, 7).await.unwrap(),
+            Err(ExceptionCode::IllegalFunction)
+        );
+    }
+    // The third refusal starts the quarantine: no answer, connection closed.
+    assert!(ctx.write_single_register(5, 7).await.is_err());
+    assert_eq!(gw.refusals(), [ViolationKind::NotAuthorized; 3]);
+    assert!(
+        gw.audit
+            .events()
+            .iter()
+            .any(|e| e.action == action::QUARANTINE_START && e.device.as_deref() == Some("reader")),
+        "{:?}",
+        gw.audit.events()
+    );
+    let mut again = tcp_from([127, 0, 0, 1], gw.addr).await;
+    assert!(closed(&mut again).await.is_empty());
+    let mut other = device([127, 0, 0, 2], &gw).await;
+    assert_eq!(
+        other.read_holding_registers(5, 1).await.unwrap().unwrap(),
+        [1005]
+    );
 }
 
 #[tokio::test]

@@ -494,7 +494,10 @@ impl ModbusProxy {
                         Some(refused.violation()),
                         String::new(),
                     );
-                    if device.refusal == Refusal::Drop {
+                    // A refusal is a strike like any violation: a device
+                    // probing functions or addresses ends up quarantined.
+                    let quarantined = self.strike(name, peer, ViolationKind::NotAuthorized);
+                    if device.refusal == Refusal::Drop || quarantined {
                         leg.server.write_all(&out).await.map_err(closed)?;
                         return Ok(Flow::Close);
                     }
