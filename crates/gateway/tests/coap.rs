@@ -297,3 +297,34 @@ async fn counters_follow_real_traffic() {
         "{text}"
     );
 }
+
+/// A quarantined CoAP device reaches only its `recovery_paths` (here
+/// /time, standing in for an update resource); everything else is dropped
+/// before it reaches the server, until an operator releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_device_reaches_only_its_recovery_path() {
+    use gateway::metrics::Protocol;
+    let server = libcoap_server();
+    let policy = POLICY.replace(
+        "paths = [[\"time\"], [\".well-known\", \"core\"]]",
+        "paths = [[\"time\"], [\".well-known\", \"core\"]]\nrecovery_paths = [[\"time\"]]",
+    );
+    assert_ne!(policy, POLICY);
+    let gw = CoapGateway::start_with(&server, &policy).await;
+    let forwarded = gw.metrics.device(Protocol::Coap, "reader");
+    let quarantine = gw.proxy.quarantine();
+    let now = tokio::time::Instant::now;
+    quarantine
+        .quarantine_manual("reader", None, "test", now())
+        .unwrap();
+    let r = client(&gw, "127.0.0.1", &["-m", "get"], "time").await;
+    let time = r.stdout.trim();
+    assert_eq!(time.matches(':').count(), 2, "{time:?} {:?}", r.stderr);
+    assert_eq!(forwarded.accepted_total(), 1);
+    let r = client(&gw, "127.0.0.1", &["-m", "get"], ".well-known/core").await;
+    assert!(r.stdout.trim().is_empty(), "{:?}", r.stdout);
+    assert_eq!(forwarded.accepted_total(), 1, "forwarded in quarantine");
+    assert!(quarantine.release("reader", now()).unwrap());
+    client(&gw, "127.0.0.1", &["-m", "get"], ".well-known/core").await;
+    assert_eq!(forwarded.accepted_total(), 2, "not forwarded after release");
+}

@@ -14,9 +14,9 @@
 //! Limits, per device: a datagram and byte rate, checked before parsing
 //! (UDP allows no back-pressure, so a datagram over the rate is dropped
 //! and is a strike); strikes lead to quarantine, during which the
-//! device's datagrams are dropped unparsed and unlogged (the quarantine
-//! event says why; logging each dropped datagram would let a flood fill
-//! the log). Block-wise transfers are capped and expire ([`Transfers`]):
+//! device's datagrams are dropped unlogged (the quarantine event says
+//! why; logging each dropped datagram would let a flood fill the log),
+//! except requests on its `recovery_paths`. Block-wise transfers are capped and expire ([`Transfers`]):
 //! a sweep every second logs and strikes each transfer that stalled.
 
 use std::collections::HashMap;
@@ -245,7 +245,8 @@ impl CoapProxy {
         };
         let name = device.name.as_str();
         let now = Instant::now();
-        if self.quarantine.remaining(name, now).is_some() {
+        let quarantined = self.quarantine.remaining(name, now).is_some();
+        if quarantined && device.recovery_paths.is_empty() {
             return;
         }
         // Before parsing: a flood of garbage costs the flooder its rate.
@@ -281,6 +282,12 @@ impl CoapProxy {
                 return;
             }
         };
+        // In quarantine only requests on the recovery path pass; the rest
+        // is dropped unlogged, like the whole traffic of a device without
+        // one (a flood must not fill the event log).
+        if quarantined && !(msg.code.method().is_some() && device.allows_recovery(msg.path())) {
+            return;
+        }
         let forward = match check_request(device, &msg) {
             Ok(f) => f,
             Err(refused) => {

@@ -63,6 +63,8 @@ struct DeviceFile {
     methods: Option<Vec<String>>,
     #[serde(default)]
     paths: Vec<Vec<String>>,
+    #[serde(default)]
+    recovery_paths: Vec<Vec<String>>,
     max_payload: Option<u64>,
     #[serde(default)]
     refusal: Refusal,
@@ -92,6 +94,9 @@ pub struct CoapDevice {
     pub methods: Vec<Method>,
     /// Uri-Path prefixes it may reach, segment by segment.
     pub paths: Vec<Vec<Vec<u8>>>,
+    /// The prefixes (each within `paths`) it may still reach while
+    /// quarantined, e.g. its firmware update resource; empty: none.
+    pub recovery_paths: Vec<Vec<Vec<u8>>>,
     /// Largest request payload.
     pub max_payload: usize,
     /// What a refused Confirmable request gets.
@@ -103,11 +108,27 @@ pub struct CoapDevice {
 impl CoapDevice {
     /// Whether the path made of `segments` starts with an allowed prefix.
     pub fn allows_path<'a>(&self, segments: impl IntoIterator<Item = &'a [u8]> + Clone) -> bool {
-        self.paths.iter().any(|prefix| {
-            let mut segs = segments.clone().into_iter();
-            prefix.iter().all(|p| segs.next() == Some(p.as_slice()))
-        })
+        starts_with_any(&self.paths, segments)
     }
+
+    /// Whether the path made of `segments` is on the recovery path.
+    pub fn allows_recovery<'a>(
+        &self,
+        segments: impl IntoIterator<Item = &'a [u8]> + Clone,
+    ) -> bool {
+        starts_with_any(&self.recovery_paths, segments)
+    }
+}
+
+/// Whether `segments` starts with one of `prefixes`, segment by segment.
+fn starts_with_any<'a>(
+    prefixes: &[Vec<Vec<u8>>],
+    segments: impl IntoIterator<Item = &'a [u8]> + Clone,
+) -> bool {
+    prefixes.iter().any(|prefix| {
+        let mut segs = segments.clone().into_iter();
+        prefix.iter().all(|p| segs.next() == Some(p.as_slice()))
+    })
 }
 
 /// The validated `[coap]` part.
@@ -248,23 +269,15 @@ impl CoapPolicy {
                     out
                 }
             };
-            let mut paths = Vec::with_capacity(d.paths.len());
-            for (j, p) in d.paths.into_iter().enumerate() {
-                if p.len() > MAX_PATH_SEGMENTS || p.iter().any(|s| s.len() > MAX_SEGMENT) {
+            let paths = check_paths(&format!("{field}.paths"), d.paths)?;
+            let recovery_paths = check_paths(&format!("{field}.recovery_paths"), d.recovery_paths)?;
+            for (j, r) in recovery_paths.iter().enumerate() {
+                if !starts_with_any(&paths, r.iter().map(Vec::as_slice)) {
                     return Err(invalid(
-                        format!("{field}.paths[{j}]"),
-                        format!(
-                            "at most {MAX_PATH_SEGMENTS} segments of at most {MAX_SEGMENT} bytes"
-                        ),
+                        format!("{field}.recovery_paths[{j}]"),
+                        "must lie within one of `paths` (recovery narrows, never widens)",
                     ));
                 }
-                if p.iter().any(|s| s.contains('/')) {
-                    return Err(invalid(
-                        format!("{field}.paths[{j}]"),
-                        "a segment contains `/`: write each segment as its own string",
-                    ));
-                }
-                paths.push(p.into_iter().map(String::into_bytes).collect());
             }
             let max_payload = d.max_payload.unwrap_or(0);
             let max_payload = usize::try_from(max_payload)
@@ -298,6 +311,7 @@ impl CoapPolicy {
                 source,
                 methods,
                 paths,
+                recovery_paths,
                 max_payload,
                 refusal: d.refusal,
                 rate,
@@ -309,6 +323,28 @@ impl CoapPolicy {
             devices,
         })
     }
+}
+
+/// Uri-Path prefixes: at most `MAX_PATH_SEGMENTS` segments of at most
+/// `MAX_SEGMENT` bytes, no `/` inside a segment.
+fn check_paths(field: &str, list: Vec<Vec<String>>) -> Result<Vec<Vec<Vec<u8>>>> {
+    let mut out = Vec::with_capacity(list.len());
+    for (j, p) in list.into_iter().enumerate() {
+        if p.len() > MAX_PATH_SEGMENTS || p.iter().any(|s| s.len() > MAX_SEGMENT) {
+            return Err(invalid(
+                format!("{field}[{j}]"),
+                format!("at most {MAX_PATH_SEGMENTS} segments of at most {MAX_SEGMENT} bytes"),
+            ));
+        }
+        if p.iter().any(|s| s.contains('/')) {
+            return Err(invalid(
+                format!("{field}[{j}]"),
+                "a segment contains `/`: write each segment as its own string",
+            ));
+        }
+        out.push(p.into_iter().map(String::into_bytes).collect());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -353,6 +389,24 @@ mod tests {
             Policy::from_toml("", "t").unwrap().coap.exchange_lifetime,
             EXCHANGE_LIFETIME
         );
+    }
+
+    #[test]
+    fn recovery_paths_must_lie_within_the_allowed_paths() {
+        let policy = |recovery: &str| {
+            Policy::from_toml(
+                &format!(
+                    "[[coap.devices]]\nname = \"d\"\nsource = \"127.0.0.1\"\npaths = [[\"fw\"], [\"data\"]]\nrecovery_paths = {recovery}\n"
+                ),
+                "t",
+            )
+        };
+        let ok = policy("[[\"fw\", \"image\"]]").unwrap();
+        let d = &ok.coap.devices()[0];
+        assert!(d.allows_recovery([b"fw".as_slice(), b"image", b"1"]));
+        assert!(!d.allows_recovery([b"data".as_slice()]));
+        let e = policy("[[\"admin\"]]").unwrap_err().to_string();
+        assert!(e.contains("coap.devices[0].recovery_paths[0]"), "{e}");
     }
 
     #[test]
