@@ -161,6 +161,13 @@ pub struct MqttHub {
     pub topic: String,
     /// PEM CA file the broker's certificate must chain to.
     pub ca_file: PathBuf,
+    /// Notification kinds it receives (see [`NOTIFICATION_KINDS`]);
+    /// empty: every kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// The least severity it receives; absent: `info` (everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<String>,
 }
 
 fn default_mqtt_port() -> u16 {
@@ -175,6 +182,58 @@ pub struct Webhook {
     pub url: String,
     /// PEM CA file the endpoint's certificate must chain to.
     pub ca_file: PathBuf,
+    /// Notification kinds it receives (see [`NOTIFICATION_KINDS`]);
+    /// empty: every kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// The least severity it receives; absent: `info` (everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<String>,
+}
+
+/// Notification kinds, as the notify crate names them (a test in the
+/// agent checks the two lists agree).
+pub const NOTIFICATION_KINDS: [&str; 8] = [
+    "security_alert",
+    "update_available",
+    "restart_pending",
+    "integrity_failure",
+    "removal_receipt",
+    "configuration_changed",
+    "warning",
+    "reset",
+];
+
+/// Notification severities, least first.
+pub const NOTIFICATION_SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+
+/// Which notifications a hub receives ("whom to notify"): e.g. a user's
+/// webhook only `update_available` and `restart_pending`, an operator's
+/// broker everything.
+fn check_route(field: &str, kinds: &[String], min_severity: Option<&str>) -> Result<()> {
+    check::count(&format!("{field}.kinds"), kinds, NOTIFICATION_KINDS.len())?;
+    for (i, kind) in kinds.iter().enumerate() {
+        if !NOTIFICATION_KINDS.contains(&kind.as_str()) {
+            return Err(check::invalid(
+                &format!("{field}.kinds[{i}]"),
+                &format!("one of {}", NOTIFICATION_KINDS.join(", ")),
+            ));
+        }
+        if kinds[..i].contains(kind) {
+            return Err(Error::Duplicate {
+                field: format!("{field}.kinds[{i}]"),
+            });
+        }
+    }
+    if let Some(s) = min_severity
+        && !NOTIFICATION_SEVERITIES.contains(&s)
+    {
+        return Err(check::invalid(
+            &format!("{field}.min_severity"),
+            "info, warning or critical",
+        ));
+    }
+    Ok(())
 }
 
 /// `[[config_signers]]`: a key allowed to sign configuration bundles.
@@ -249,6 +308,11 @@ pub struct UpdateSection {
     /// shell). Absent: the agent never restarts the device; installs ask
     /// the user to.
     pub restart_command: Option<Vec<String>>,
+    /// The TPM PCR (SHA-256 bank) the start-up integrity measurement is
+    /// extended into when the keystore uses a TPM: 8 to 15, the PCRs the
+    /// OS may extend that it cannot reset (0-7 are the firmware's, 16 and
+    /// 23 resettable). Absent: 13 (see `keys_tpm::pcr` for why).
+    pub measure_pcr: Option<u8>,
 }
 
 fn default_threshold() -> u32 {
@@ -275,17 +339,24 @@ fn default_health_timeout() -> u32 {
     60
 }
 
-/// `[update.repository]`: a TUF repository (plain `http://` or `file://`:
-/// TUF metadata authenticates itself).
+/// `[update.repository]`: a TUF repository (`http://`, `https://` or
+/// `file://`: TUF metadata authenticates itself; `https://` adds
+/// confidentiality about which release a device fetches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRepository {
-    /// Base URL of the metadata (`http://` or `file://`, ending in `/`).
+    /// Base URL of the metadata (`http://`, `https://` or `file://`,
+    /// ending in `/`).
     pub metadata_url: String,
-    /// Base URL of the targets (`http://` or `file://`, ending in `/`).
+    /// Base URL of the targets (`http://`, `https://` or `file://`,
+    /// ending in `/`).
     pub targets_url: String,
     /// The repository's root metadata the device was provisioned with.
     pub root_file: PathBuf,
+    /// CA certificates (PEM) an `https://` mirror's certificate must chain
+    /// to; absent, the platform trust store is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The boot loader named by [`UpdateSection::boot`], parsed.
@@ -368,11 +439,14 @@ impl UpdateSection {
                 if !is_repository_url(url) {
                     return Err(check::invalid(
                         field,
-                        "an http:// or file:// URL ending in / of at most 2048 bytes (printable ASCII, no query or fragment)",
+                        "an http://, https:// or file:// URL ending in / of at most 2048 bytes (printable ASCII, no query or fragment)",
                     ));
                 }
             }
             check::path("update.repository.root_file", &repo.root_file)?;
+            if let Some(ca) = &repo.ca_file {
+                check::path("update.repository.ca_file", ca)?;
+            }
         }
         if let Some(slot) = &self.booted_slot
             && slot != "a"
@@ -402,6 +476,11 @@ impl UpdateSection {
         if let Some(command) = &self.restart_command {
             check_command("update.restart_command", command)?;
         }
+        if let Some(pcr) = self.measure_pcr {
+            // Kept equal to keys_tpm::pcr::ALLOWED (this crate does not
+            // depend on the TPM one).
+            check::range("update.measure_pcr", pcr, 8, 15)?;
+        }
         Ok(())
     }
 }
@@ -430,7 +509,7 @@ fn check_command(field: &str, command: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `http://host[:port]/path/` or `file:///path/`: what the TUF client
+/// `http[s]://host[:port]/path/` or `file:///path/`: what the TUF client
 /// fetches from. The trailing `/` matters: a base URL without it would
 /// lose its last segment when file names are joined to it.
 fn is_repository_url(url: &str) -> bool {
@@ -445,7 +524,10 @@ fn is_repository_url(url: &str) -> bool {
     if let Some(path) = url.strip_prefix("file://") {
         return path.starts_with('/');
     }
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         return false;
     };
     let authority = rest.split('/').next().unwrap_or_default();
@@ -612,6 +694,11 @@ impl AgentFile {
                 ));
             }
             check::path("notifications.mqtt.ca_file", &mqtt.ca_file)?;
+            check_route(
+                "notifications.mqtt",
+                &mqtt.kinds,
+                mqtt.min_severity.as_deref(),
+            )?;
         }
         if let Some(webhook) = &n.webhook {
             if !is_https_url(&webhook.url) {
@@ -621,6 +708,11 @@ impl AgentFile {
                 ));
             }
             check::path("notifications.webhook.ca_file", &webhook.ca_file)?;
+            check_route(
+                "notifications.webhook",
+                &webhook.kinds,
+                webhook.min_severity.as_deref(),
+            )?;
         }
         Ok(())
     }
@@ -1036,6 +1128,29 @@ root_file = "/etc/bulwark/update-root.json"
     }
 
     #[test]
+    fn measure_pcr_is_optional_and_bounded() {
+        assert_eq!(
+            AgentFile::from_toml(UPDATE)
+                .unwrap()
+                .update
+                .unwrap()
+                .measure_pcr,
+            None
+        );
+        let with = |pcr: &str| {
+            AgentFile::from_toml(&format!("{UPDATE}measure_pcr = {pcr}\n"))
+                .map(|f| f.update.unwrap().measure_pcr)
+        };
+        assert_eq!(with("8").unwrap(), Some(8));
+        assert_eq!(with("15").unwrap(), Some(15));
+        for bad in ["0", "7", "16", "23"] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(field_of(&err), "update.measure_pcr", "{bad}: {err}");
+        }
+        assert!(with("-1").is_err() && with("256").is_err());
+    }
+
+    #[test]
     fn health_checks_parse_and_bad_ones_name_the_field() {
         let with = |checks: &str| {
             AgentFile::from_toml(&format!("{UPDATE}{checks}")).map(|f| f.update.unwrap())
@@ -1083,6 +1198,34 @@ root_file = "/etc/bulwark/update-root.json"
         )
         .unwrap_err();
         assert!(err.to_string().contains("shell"), "{err}");
+    }
+
+    #[test]
+    fn hub_routes_name_known_kinds_and_severities() {
+        let hub = |extra: &str| {
+            AgentFile::from_toml(&format!(
+                "[notifications.webhook]\nurl = \"https://hub.example.com/n\"\nca_file = \"/ca.pem\"\n{extra}"
+            ))
+        };
+        let ok = hub(
+            "kinds = [\"update_available\", \"restart_pending\"]\nmin_severity = \"warning\"\n",
+        )
+        .unwrap();
+        let webhook = ok.notifications.webhook.unwrap();
+        assert_eq!(webhook.kinds.len(), 2);
+        assert_eq!(webhook.min_severity.as_deref(), Some("warning"));
+        assert_eq!(
+            field_of(&hub("kinds = [\"gossip\"]\n").unwrap_err()),
+            "notifications.webhook.kinds[0]"
+        );
+        let twice = hub("kinds = [\"reset\", \"reset\"]\n").unwrap_err();
+        assert!(
+            matches!(&twice, Error::Duplicate { field } if field == "notifications.webhook.kinds[1]")
+        );
+        assert_eq!(
+            field_of(&hub("min_severity = \"loud\"\n").unwrap_err()),
+            "notifications.webhook.min_severity"
+        );
     }
 
     #[test]
@@ -1153,11 +1296,14 @@ root_file = "/etc/bulwark/update-root.json"
             "http://127.0.0.1:8080/m/",
             "http://[2001:db8::1]:80/",
             "file:///srv/repo/metadata/",
+            "https://updates.example.com/metadata/",
+            "https://127.0.0.1:8443/m/",
         ] {
             repo(good).unwrap();
         }
         for bad in [
-            "https://updates.example.com/metadata/",
+            "https:/updates.example.com/metadata/",
+            "https://u:p@h/m/",
             "http://updates.example.com/metadata",
             "http://u:p@h/m/",
             "http://h/m/?x=/",
@@ -1171,6 +1317,19 @@ root_file = "/etc/bulwark/update-root.json"
                 "{bad}"
             );
         }
+        let ca = AgentFile::from_toml(&format!(
+            "{UPDATE}[update.repository]\nmetadata_url = \"https://h/m/\"\ntargets_url = \"https://h/t/\"\nroot_file = \"/root.json\"\nca_file = \"/etc/bulwark/update-ca.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ca.update.unwrap().repository.unwrap().ca_file,
+            Some("/etc/bulwark/update-ca.pem".into())
+        );
+        let err = AgentFile::from_toml(&format!(
+            "{UPDATE}[update.repository]\nmetadata_url = \"https://h/m/\"\ntargets_url = \"https://h/t/\"\nroot_file = \"/root.json\"\nca_file = \"\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(field_of(&err), "update.repository.ca_file");
         let err = AgentFile::from_toml(&format!(
             "{UPDATE}[update.repository]\nmetadata_url = \"http://h/m/\"\ntargets_url = \"http://h/t/\"\n"
         ))

@@ -105,8 +105,8 @@ pub use bundle::{
 pub use error::{Error, Result};
 pub use file::{
     AgentFile, ApiSection, BootLoader, HealthCheckSection, InterfacesSection, MAX_AGENT_FILE_BYTES,
-    MqttHub, NotificationsSection, PERMISSIONS, ServiceEntry, SignerEntry, TlsSection,
-    UpdateRepository, UpdateSection, Webhook,
+    MqttHub, NOTIFICATION_KINDS, NOTIFICATION_SEVERITIES, NotificationsSection, PERMISSIONS,
+    ServiceEntry, SignerEntry, TlsSection, UpdateRepository, UpdateSection, Webhook,
 };
 pub use settings::{
     AuthSettings, DeviceInfo, DeviceSettings, InstallMode, LogLevel, LoggingSettings,

@@ -68,6 +68,7 @@ pub use guard::{Requirement, RouteTable};
 pub use interfaces::{MAINTENANCE_API, MANAGEMENT_API};
 pub use state::Shared;
 pub use update::anti_rollback::MonotonicCounter;
+pub use update::integrity::MeasurementSink;
 pub use updates::DIR as UPDATE_DIR;
 
 /// What the agent runs on: a provisioned device and its boot file.
@@ -84,6 +85,9 @@ pub struct AgentParts {
     /// of the store (a TPM NV counter where the device has a TPM); `None`
     /// keeps the floor in the store alone.
     pub floor_counter: Option<Box<dyn MonotonicCounter>>,
+    /// Where the start-up integrity check's outcome is measured (a TPM
+    /// PCR where the device has a TPM); `None` measures nothing.
+    pub measurement: Option<Box<dyn MeasurementSink>>,
 }
 
 impl std::fmt::Debug for AgentParts {
@@ -118,6 +122,7 @@ impl Agent {
             keystore,
             hash_params,
             floor_counter,
+            measurement,
         } = parts;
         let state_dir = file.state_dir.clone();
         let device_key = KeyRef::new(keystore.clone(), identity.record.key_label.clone())
@@ -178,7 +183,7 @@ impl Agent {
                 .context("building the TLS configuration")?,
         );
         let notifier = notify::Notifier::new(256);
-        let hub = attach_hub(&file, &identity, &tls_identity, &notifier)?;
+        let hubs = attach_hubs(&file, &identity, &tls_identity, &notifier)?;
         let quota =
             Quota::per_second(NonZeroU32::new(file.api.per_client_rps).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(file.api.per_client_burst).unwrap_or(NonZeroU32::MIN));
@@ -189,8 +194,14 @@ impl Agent {
         let (updates, startup) = match &file.update {
             Some(section) => {
                 let updates = Arc::new(
-                    updates::Updates::open(section, &state_dir, store.clone(), floor_counter)
-                        .context("opening the update engine ([update])")?,
+                    updates::Updates::open(
+                        section,
+                        &state_dir,
+                        store.clone(),
+                        floor_counter,
+                        measurement,
+                    )
+                    .context("opening the update engine ([update])")?,
                 );
                 let worker = updates.clone();
                 let startup = tokio::task::spawn_blocking(move || worker.startup_check())
@@ -224,7 +235,7 @@ impl Agent {
             rate: RateLimiter::keyed(quota),
             started: Instant::now(),
             openapi_json: OnceLock::new(),
-            hub,
+            hubs,
             updates,
         });
         if let Some(startup) = &startup {
@@ -334,13 +345,36 @@ fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn attach_hub(
+/// The route of one hub from its `kinds` and `min_severity` (validated
+/// against the same names by agent-config).
+fn route(kinds: &[String], min_severity: Option<&str>) -> Result<notify::Route> {
+    fn parse<T: serde::de::DeserializeOwned>(field: &str, value: &str) -> Result<T> {
+        serde_json::from_value(serde_json::Value::String(value.to_owned()))
+            .with_context(|| format!("notification {field} `{value}`"))
+    }
+    Ok(notify::Route {
+        kinds: kinds
+            .iter()
+            .map(|k| parse("kind", k))
+            .collect::<Result<_>>()?,
+        min_severity: match min_severity {
+            Some(s) => parse("severity", s)?,
+            None => notify::Severity::Info,
+        },
+    })
+}
+
+/// Starts forwarding to every configured hub (an MQTT broker, a webhook,
+/// or both), each with its route.
+fn attach_hubs(
     file: &AgentFile,
     identity: &DeviceIdentity,
     tls_identity: &TlsIdentity,
     notifier: &notify::Notifier,
-) -> Result<Option<notify::HubHandle>> {
+) -> Result<Vec<notify::HubHandle>> {
     let capacity = file.notifications.queue_capacity;
+    let retry = notify::RetryPolicy::default();
+    let mut hubs = Vec::new();
     if let Some(mqtt) = &file.notifications.mqtt {
         let anchors = read_pem_certs(&mqtt.ca_file)?;
         let tls = Arc::new(identity::tls::client_config(tls_identity, &anchors)?);
@@ -351,7 +385,8 @@ fn attach_hub(
             client_id: format!("bulwark-{}", identity.record.serial),
             tls,
         });
-        return Ok(Some(notifier.attach_hub(hub, capacity)));
+        let route = route(&mqtt.kinds, mqtt.min_severity.as_deref())?;
+        hubs.push(notifier.attach_routed_hub(hub, capacity, retry, route));
     }
     if let Some(webhook) = &file.notifications.webhook {
         let anchors = read_pem_certs(&webhook.ca_file)?;
@@ -360,9 +395,10 @@ fn attach_hub(
             url: webhook.url.clone(),
             tls,
         });
-        return Ok(Some(notifier.attach_hub(hub, capacity)));
+        let route = route(&webhook.kinds, webhook.min_severity.as_deref())?;
+        hubs.push(notifier.attach_routed_hub(hub, capacity, retry, route));
     }
-    Ok(None)
+    Ok(hubs)
 }
 
 impl RunningAgent {
@@ -402,5 +438,51 @@ impl RunningAgent {
         if let Err(e) = self.shared.events.checkpoint() {
             tracing::error!(error = %e, "final event log checkpoint failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// agent-config checks hub routes against its own list of names; it
+    /// must be notify's list exactly.
+    #[test]
+    fn boot_file_notification_names_are_notifys() {
+        let kinds: Vec<String> = notify::Kind::ALL
+            .iter()
+            .map(|k| {
+                serde_json::to_value(k)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(kinds, agent_config::NOTIFICATION_KINDS);
+        let severities: Vec<String> = [
+            notify::Severity::Info,
+            notify::Severity::Warning,
+            notify::Severity::Critical,
+        ]
+        .iter()
+        .map(|s| {
+            serde_json::to_value(s)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+        assert_eq!(severities, agent_config::NOTIFICATION_SEVERITIES);
+    }
+
+    #[test]
+    fn routes_parse_kinds_and_severity() {
+        let r = route(&["update_available".into()], Some("warning")).unwrap();
+        assert_eq!(r.kinds, [notify::Kind::UpdateAvailable]);
+        assert_eq!(r.min_severity, notify::Severity::Warning);
+        assert_eq!(route(&[], None).unwrap(), notify::Route::default());
+        assert!(route(&["nope".into()], None).is_err());
     }
 }

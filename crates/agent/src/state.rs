@@ -56,7 +56,7 @@ pub struct Shared {
     pub(crate) rate: DefaultKeyedRateLimiter<IpAddr>,
     pub(crate) started: Instant,
     pub(crate) openapi_json: OnceLock<Arc<String>>,
-    pub(crate) hub: Option<notify::HubHandle>,
+    pub(crate) hubs: Vec<notify::HubHandle>,
     /// The update engine, when the boot file has `[update]`.
     pub(crate) updates: Option<Arc<crate::updates::Updates>>,
 }

@@ -9,7 +9,10 @@
 //!   ([`update::commit::confirm_boot_with_health`]), commits a trial that
 //!   verifies and passes the `[[update.health_checks]]` (raising
 //!   the security floor) and, on a mismatch, puts the agent in fail-safe
-//!   mode, which only a restart after a good check ends.
+//!   mode, which only a restart after a good check ends. Its outcome,
+//!   good or bad, is then extended into the measurement sink (a TPM PCR,
+//!   `[update] measure_pcr`) when there is one
+//!   ([`update::integrity::StartupMeasurement`]).
 //! - [`Updates::install`] fetches `<release>.manifest.json` through TUF,
 //!   verifies it ([`SignedManifest::verify`]: keys, threshold, hardware,
 //!   version, security floor) and streams `<release>.image` into the
@@ -58,6 +61,7 @@ use update::boot::{BootControl, FileBootControl, GrubEnv, SlotName, Slots, UBoot
 use update::commit::{BootOutcome, Trust, confirm_boot_with_health};
 use update::health::HealthCheck;
 use update::install::{Installer, ReaderSource};
+use update::integrity::{MeasurementSink, StartupMeasurement};
 use update::manifest::{Device, Manifest, SignedManifest, TrustedKeys};
 use update::records::SlotRecords;
 use utoipa::ToSchema;
@@ -157,6 +161,8 @@ struct Repository {
     metadata_url: String,
     targets_url: String,
     root: Vec<u8>,
+    /// Trust anchors for an `https://` mirror (`ca_file` or the platform).
+    tls_roots: update_tuf::TlsRoots,
 }
 
 /// What the start-up check found.
@@ -354,6 +360,8 @@ pub(crate) struct Updates {
     /// The announced automatic restart, cancelled by a newer one or by
     /// shutdown.
     pending_restart: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Where the start-up check's outcome is measured (a TPM PCR).
+    measurement: Option<Box<dyn MeasurementSink>>,
 }
 
 impl std::fmt::Debug for Updates {
@@ -397,6 +405,7 @@ impl Updates {
         state_dir: &Path,
         store: Arc<store::Store>,
         floor_counter: Option<Box<dyn MonotonicCounter>>,
+        measurement: Option<Box<dyn MeasurementSink>>,
     ) -> anyhow::Result<Self> {
         let dir = state_dir.join(DIR);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -439,6 +448,12 @@ impl Updates {
                 targets_url: r.targets_url.clone(),
                 root: read_bounded(&r.root_file, MAX_ROOT_FILE)
                     .context("update.repository.root_file")?,
+                tls_roots: match &r.ca_file {
+                    Some(path) => update_tuf::TlsRoots::CaPem(
+                        read_bounded(path, MAX_ROOT_FILE).context("update.repository.ca_file")?,
+                    ),
+                    None => update_tuf::TlsRoots::Platform,
+                },
             }),
             None => None,
         };
@@ -470,6 +485,7 @@ impl Updates {
                 .collect(),
             restart_command: section.restart_command.clone(),
             pending_restart: Mutex::new(None),
+            measurement,
         })
     }
 
@@ -499,6 +515,7 @@ impl Updates {
                 &self.health,
             )
         });
+        self.measure(&outcome);
         let startup = match outcome {
             Ok(BootOutcome::Committed { slot, release }) => Startup::Verified {
                 slot,
@@ -535,6 +552,42 @@ impl Updates {
             *slot = Some(finding.clone());
         }
         startup
+    }
+
+    /// Extends the measurement sink, if any, with the check's outcome
+    /// (failures too, see `update::integrity`). A sink that fails is
+    /// logged, not fatal: the check's verdict stands on its own, and a
+    /// verifier sees the missing measurement as a PCR that does not match.
+    fn measure(&self, outcome: &update::Result<BootOutcome>) {
+        let Some(sink) = &self.measurement else {
+            return;
+        };
+        let measurement = match outcome {
+            Ok(BootOutcome::Committed { slot, release })
+            | Ok(BootOutcome::TrialCommitted { slot, release }) => StartupMeasurement::Verified {
+                slot: *slot,
+                manifest: *release.digest(),
+            },
+            Ok(BootOutcome::Failed { slot, .. }) => {
+                StartupMeasurement::Failed { slot: Some(*slot) }
+            }
+            // An outcome this agent does not know is not a verified one.
+            Ok(_) | Err(_) => StartupMeasurement::Failed { slot: None },
+        };
+        let digest = measurement.digest();
+        match sink.extend(&digest) {
+            Ok(()) => tracing::info!(
+                register = %sink.describe(),
+                measurement = %hex::encode(digest),
+                ?measurement,
+                "measured the start-up integrity check"
+            ),
+            Err(e) => tracing::error!(
+                register = %sink.describe(),
+                error = %e,
+                "could not measure the start-up integrity check"
+            ),
+        }
     }
 
     /// The integrity finding while in fail-safe mode.
@@ -684,7 +737,7 @@ impl Updates {
         let repo = self.repository.as_ref().ok_or_else(|| {
             InstallError::Busy("no update repository is configured ([update.repository])".into())
         })?;
-        update_tuf::Client::new(
+        update_tuf::Client::new_with_tls(
             &repo.root,
             &repo.metadata_url,
             &repo.targets_url,
@@ -693,6 +746,8 @@ impl Updates {
                 max_fetch_target_size: update::manifest::MAX_WIRE_BYTES as u64,
                 ..update_tuf::Limits::default()
             },
+            Arc::new(update_tuf::SystemClock),
+            &repo.tls_roots,
         )
         .map_err(tuf_error)
     }
@@ -807,13 +862,22 @@ impl Updates {
         let verified = SignedManifest::verify(&wire, &self.trusted, self.threshold, &device)
             .map_err(update_error)?;
         before_write(verified.manifest());
-        let reader = client
-            .open_target(&image_target(release))
-            .map_err(tuf_error)?;
         let installer =
             Installer::new(&*self.boot, &self.slots, &self.dir).map_err(update_error)?;
+        // An earlier attempt cut mid-way left verified chunks in the slot:
+        // ask only for the rest (HTTP Range). Every chunk is still checked
+        // against the signed manifest before it is written.
+        let offset = installer.resume_offset(&verified).map_err(update_error)?;
+        let image = image_target(release);
+        let reader = if offset > 0 {
+            tracing::info!(release, offset, "resuming the image download");
+            client.open_target_from(&image, offset)
+        } else {
+            client.open_target(&image)
+        }
+        .map_err(tuf_error)?;
         let report = installer
-            .install(&verified, &mut ReaderSource::new(reader))
+            .install(&verified, &mut ReaderSource::starting_at(reader, offset))
             .map_err(update_error)?;
         Ok(InstallSummary {
             release: release.to_owned(),

@@ -133,6 +133,7 @@ impl Device {
             keystore,
             hash_params: fast_hashing(),
             floor_counter: None,
+            measurement: None,
         })
         .await
         .unwrap();

@@ -149,6 +149,67 @@ impl KeystoreSpec {
     }
 }
 
+impl KeystoreSpec {
+    /// The TPM PCR the start-up integrity measurement is extended into
+    /// (`pcr`, default `keys_tpm::pcr::DEFAULT_PCR`) when this keystore
+    /// uses a TPM; `None` for the other keystores.
+    pub(crate) fn measurement(
+        &self,
+        pcr: Option<u8>,
+    ) -> Result<Option<Box<dyn agent::MeasurementSink>>> {
+        match self {
+            Self::Tpm { tcti }
+            | Self::Software {
+                seal_with_tpm: Some(tcti),
+            } => pcr_sink(tcti, pcr).map(Some),
+            Self::Software {
+                seal_with_tpm: None,
+            }
+            | Self::Pkcs11 { .. } => Ok(None),
+        }
+    }
+}
+
+/// A PCR of the keystore's TPM as the update crate's measurement sink.
+#[cfg(feature = "tpm")]
+#[derive(Debug)]
+struct TpmPcr {
+    tcti: String,
+    pcr: u8,
+}
+
+#[cfg(feature = "tpm")]
+impl agent::MeasurementSink for TpmPcr {
+    fn extend(&self, digest: &[u8; 32]) -> update::Result<()> {
+        Ok(keys_tpm::pcr::extend(&self.tcti, self.pcr, digest)?)
+    }
+
+    fn describe(&self) -> String {
+        format!("TPM PCR {} (SHA-256 bank)", self.pcr)
+    }
+}
+
+#[cfg(feature = "tpm")]
+fn pcr_sink(tcti: &str, pcr: Option<u8>) -> Result<Box<dyn agent::MeasurementSink>> {
+    let pcr = pcr.unwrap_or(keys_tpm::pcr::DEFAULT_PCR);
+    anyhow::ensure!(
+        keys_tpm::pcr::ALLOWED.contains(&pcr),
+        "update.measure_pcr: PCR {pcr} is not one of {:?}",
+        keys_tpm::pcr::ALLOWED
+    );
+    Ok(Box::new(TpmPcr {
+        tcti: tcti.to_owned(),
+        pcr,
+    }))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn pcr_sink(tcti: &str, _pcr: Option<u8>) -> Result<Box<dyn agent::MeasurementSink>> {
+    bail!(
+        "this bulwark was built without TPM support (cargo feature `tpm`, needs libtss2-dev); cannot open {tcti}"
+    )
+}
+
 /// The update crate's view of the TPM counter.
 #[cfg(feature = "tpm")]
 #[derive(Debug)]

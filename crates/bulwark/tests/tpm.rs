@@ -178,7 +178,7 @@ fn run_agent_once(state: &std::path::Path, config: &std::path::Path) -> String {
 }
 
 #[test]
-fn agent_backs_the_update_floor_with_a_tpm_counter() {
+fn agent_backs_the_update_floor_and_measures_start_up_with_the_tpm() {
     testkit::require_tool("openssl", "openssl");
     let tpm = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
@@ -231,6 +231,11 @@ fn agent_backs_the_update_floor_with_a_tpm_counter() {
         nv_indices(&tpm).is_empty(),
         "without [update] the TPM's NV is left alone"
     );
+    assert_eq!(
+        pcr(&tpm, 13),
+        [0; 32],
+        "without [update] nothing is measured"
+    );
 
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let with = dir.path().join("agent-update.toml");
@@ -254,7 +259,68 @@ fn agent_backs_the_update_floor_with_a_tpm_counter() {
         [0x0180_0B00, 0x0180_0B01],
         "the floor counter and its base are defined"
     );
-    // A second start reuses them.
+    // No slot record: the start-up check fails on slot a, and that is
+    // what the default PCR 13 now holds.
+    let failed_a = sha256(&[STARTUP_DOMAIN, b"A", &[2], &[0; 32]].concat());
+    let once = sha256(&[[0; 32], failed_a].concat());
+    assert_eq!(
+        pcr(&tpm, 13),
+        once,
+        "PCR 13 holds the failed check of slot a"
+    );
+    // A second start reuses them and measures again.
     run_agent_once(&state, &with);
     assert_eq!(nv_indices(&tpm).len(), 2);
+    let twice = sha256(&[once, failed_a].concat());
+    assert_eq!(pcr(&tpm, 13), twice, "each start extends once");
+    // `measure_pcr` moves the measurement to another PCR.
+    let elsewhere = dir.path().join("agent-pcr14.toml");
+    let text = std::fs::read_to_string(&with).unwrap();
+    std::fs::write(&elsewhere, format!("{text}measure_pcr = 14\n")).unwrap();
+    run_agent_once(&state, &elsewhere);
+    assert_eq!(pcr(&tpm, 14), once);
+    assert_eq!(pcr(&tpm, 13), twice, "PCR 13 is left alone");
+}
+
+/// The measurement's domain, as `update::integrity` documents it; the
+/// expected values here are recomputed from that layout, not with the
+/// update crate's code.
+const STARTUP_DOMAIN: &[u8] = b"bulwark/startup-integrity/v1\0";
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+/// PCR `index` of the SHA-256 bank, read by `tpm2_pcrread`.
+fn pcr(tpm: &Swtpm, index: u8) -> [u8; 32] {
+    testkit::require_tool("tpm2_pcrread", "tpm2-tools");
+    let out = std::process::Command::new("tpm2_pcrread")
+        .arg(format!("sha256:{index}"))
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output()
+        .expect("run tpm2_pcrread");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = text
+        .lines()
+        .find_map(|line| {
+            // "8 : 0x…" or "13: 0x…" (the index is padded).
+            let (pcr, value) = line.split_once(':')?;
+            (pcr.trim() == index.to_string())
+                .then(|| value.trim().strip_prefix("0x"))
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no PCR {index} in tpm2_pcrread output:\n{text}"));
+    (0..32)
+        .map(|i| u8::from_str_radix(&value[2 * i..2 * i + 2], 16).expect("hex PCR value"))
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("32 bytes")
 }

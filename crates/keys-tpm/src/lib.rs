@@ -59,11 +59,13 @@
 //!
 //! [`TpmCounter`] (module [`counter`]) is apart from the keystore: an NV
 //! counter that backs the update security floor against the rollback of
-//! stored state.
+//! stored state. Module [`pcr`] extends and reads a PCR for the start-up
+//! integrity measurement.
 
 pub mod counter;
 pub mod handles;
 mod index;
+pub mod pcr;
 mod sealed;
 mod tpm;
 

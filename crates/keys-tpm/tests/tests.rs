@@ -778,3 +778,90 @@ mod floor_counter {
         );
     }
 }
+
+// The PCR that receives the start-up integrity measurement.
+mod pcr {
+    use keys_tpm::pcr;
+
+    use super::*;
+
+    impl Fixture {
+        /// PCR `index` of the SHA-256 bank, read by tpm2-tools.
+        fn pcrread(&self, index: u8) -> [u8; 32] {
+            let out = self.tool("tpm2_pcrread", &[&format!("sha256:{index}")]);
+            let value = out
+                .lines()
+                .find_map(|line| {
+                    // "8 : 0x…" or "13: 0x…" (the index is padded).
+                    let (pcr, value) = line.split_once(':')?;
+                    (pcr.trim() == index.to_string())
+                        .then(|| value.trim().strip_prefix("0x"))
+                        .flatten()
+                })
+                .unwrap_or_else(|| panic!("no PCR {index} in tpm2_pcrread output:\n{out}"));
+            hex::decode(value.trim())
+                .expect("hex PCR value")
+                .try_into()
+                .expect("32 bytes")
+        }
+    }
+
+    #[test]
+    fn extend_sets_the_pcr_to_the_hash_of_old_and_digest() {
+        let fx = Fixture::new();
+        let tcti = fx.tpm.tcti();
+        let index = pcr::DEFAULT_PCR;
+        let before = pcr::read(&tcti, index).unwrap();
+        assert_eq!(before, [0; 32], "a fresh TPM's PCR {index} is reset");
+        assert_eq!(fx.pcrread(index), before);
+        let mut expected = before;
+        for digest in [[0x11u8; 32], Sha256::digest(b"second").into()] {
+            pcr::extend(&tcti, index, &digest).unwrap();
+            expected = Sha256::new()
+                .chain_update(expected)
+                .chain_update(digest)
+                .finalize()
+                .into();
+            assert_eq!(pcr::read(&tcti, index).unwrap(), expected);
+            assert_eq!(fx.pcrread(index), expected, "tpm2_pcrread agrees");
+        }
+        // The other allowed PCRs were not touched.
+        for other in pcr::ALLOWED.filter(|&p| p != index) {
+            assert_eq!(fx.pcrread(other), [0; 32], "PCR {other}");
+        }
+    }
+
+    #[test]
+    fn pcrs_outside_the_allowed_range_are_refused() {
+        let fx = Fixture::new();
+        let tcti = fx.tpm.tcti();
+        for index in [0, 7, 16, 17, 23, 24, 255] {
+            let err = pcr::extend(&tcti, index, &[1; 32]).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::InvalidInput {
+                        what: "PCR index",
+                        ..
+                    }
+                ),
+                "PCR {index}: {err:?}"
+            );
+            assert!(matches!(
+                pcr::read(&tcti, index),
+                Err(Error::InvalidInput { .. })
+            ));
+        }
+        // Nothing reached the TPM: PCR 16 and 0 are still as reset (16 is
+        // zeros, 0 holds whatever swtpm's missing firmware left: zeros).
+        assert_eq!(fx.pcrread(16), [0; 32]);
+        assert_eq!(fx.pcrread(0), [0; 32]);
+        assert!(matches!(
+            pcr::extend("nonsense:", 13, &[1; 32]),
+            Err(Error::InvalidInput {
+                what: "TPM TCTI",
+                ..
+            })
+        ));
+    }
+}

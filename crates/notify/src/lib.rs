@@ -102,6 +102,20 @@ pub enum Kind {
     Reset,
 }
 
+impl Kind {
+    /// Every kind, for configuration checks.
+    pub const ALL: [Kind; 8] = [
+        Kind::SecurityAlert,
+        Kind::UpdateAvailable,
+        Kind::RestartPending,
+        Kind::IntegrityFailure,
+        Kind::RemovalReceipt,
+        Kind::ConfigurationChanged,
+        Kind::Warning,
+        Kind::Reset,
+    ];
+}
+
 /// How urgent a notification is.
 #[derive(
     Debug,
@@ -112,6 +126,7 @@ pub enum Kind {
     PartialOrd,
     Ord,
     Hash,
+    Default,
     Serialize,
     Deserialize,
     utoipa::ToSchema,
@@ -119,6 +134,7 @@ pub enum Kind {
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// For the record.
+    #[default]
     Info,
     /// The user should look at it.
     Warning,
@@ -145,6 +161,24 @@ pub struct Notification {
     pub detail: serde_json::Value,
 }
 
+/// Which notifications a hub receives ("whom to notify"): the user's
+/// phone behind a webhook may want only what needs action, an operator's
+/// back end everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    /// The kinds it receives; empty: every kind.
+    pub kinds: Vec<Kind>,
+    /// The least severity it receives.
+    pub min_severity: Severity,
+}
+
+impl Route {
+    /// Whether `n` goes to a hub with this route.
+    pub fn accepts(&self, n: &Notification) -> bool {
+        n.severity >= self.min_severity && (self.kinds.is_empty() || self.kinds.contains(&n.kind))
+    }
+}
+
 /// Raises notifications and hands them to every consumer. Cheap to clone:
 /// clones share one sequence, ring and set of hubs.
 #[derive(Clone)]
@@ -162,7 +196,7 @@ struct State {
     next_seq: u64,
     next_hub_id: u64,
     recent: VecDeque<Notification>,
-    hubs: Vec<(u64, Arc<hub::Queue>)>,
+    hubs: Vec<(u64, Arc<hub::Queue>, Route)>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -240,8 +274,10 @@ impl Notifier {
             }
             state.recent.push_back(notification.clone());
         }
-        for (_, queue) in &state.hubs {
-            queue.push(notification.clone());
+        for (_, queue, route) in &state.hubs {
+            if route.accepts(&notification) {
+                queue.push(notification.clone());
+            }
         }
         // An error only means nobody is listening right now.
         let _ = self.inner.live.send(notification.clone());
@@ -319,12 +355,29 @@ impl Notifier {
         queue_capacity: usize,
         retry: RetryPolicy,
     ) -> HubHandle {
+        self.attach_routed_hub(hub, queue_capacity, retry, Route::default())
+    }
+
+    /// [`attach_hub_with`](Self::attach_hub_with) for only the
+    /// notifications `route` accepts.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    #[must_use = "dropping the HubHandle stops forwarding to the hub"]
+    pub fn attach_routed_hub(
+        &self,
+        hub: Hub,
+        queue_capacity: usize,
+        retry: RetryPolicy,
+        route: Route,
+    ) -> HubHandle {
         let queue = Arc::new(hub::Queue::new(queue_capacity));
         let id = {
             let mut state = self.inner.lock();
             let id = state.next_hub_id;
             state.next_hub_id += 1;
-            state.hubs.push((id, queue.clone()));
+            state.hubs.push((id, queue.clone(), route));
             id
         };
         let task = tokio::spawn(hub::forward(hub, queue.clone(), retry));
@@ -333,7 +386,7 @@ impl Notifier {
 
     /// Stops queueing for the hub with this id.
     fn detach(&self, id: u64) {
-        self.inner.lock().hubs.retain(|(hub, _)| *hub != id);
+        self.inner.lock().hubs.retain(|(hub, _, _)| *hub != id);
     }
 }
 

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use notify::{Hub, Kind, MqttHub, Notification, Notifier, RetryPolicy, Severity, Webhook};
+use notify::{Hub, Kind, MqttHub, Notification, Notifier, RetryPolicy, Route, Severity, Webhook};
 use serde_json::json;
 use support::wait_for;
 
@@ -229,6 +229,61 @@ mod mqtt {
             assert_eq!(status.last_error, None);
             let exit = listener.wait().unwrap();
             assert!(exit.success(), "mosquitto_sub: {exit}");
+        })
+        .await;
+    }
+
+    /// A routed hub gets only the kinds and severities its route names;
+    /// the ring keeps everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_routed_hub_receives_only_what_its_route_accepts() {
+        bounded(async {
+            let pki = Pki::new();
+            let broker = Mosquitto::start_with(&pki.broker_conf());
+            let (mut listener, lines) = subscribe(&pki, broker.port, 1);
+            let mut seen = Vec::new();
+            assert!(
+                wait_for(WAIT, || {
+                    seen.extend(lines.try_iter());
+                    seen.iter().any(|line| line.contains("SUBACK"))
+                })
+                .await,
+                "mosquitto_sub did not subscribe: {seen:?}"
+            );
+            let notifier = Notifier::new(10);
+            let route = Route {
+                kinds: vec![Kind::UpdateAvailable, Kind::RestartPending],
+                min_severity: Severity::Warning,
+            };
+            let handle = notifier.attach_routed_hub(hub(&pki, broker.port), 16, FAST, route);
+            alert(&notifier, 1); // Critical, but not a routed kind.
+            notifier.notify(
+                Kind::UpdateAvailable,
+                Severity::Info,
+                "available",
+                json!({}),
+            );
+            let wanted = notifier.notify(
+                Kind::RestartPending,
+                Severity::Warning,
+                "restarts in 300 s",
+                json!({}),
+            );
+            let received = loop {
+                match lines.recv_timeout(WAIT) {
+                    Ok(line) if line.starts_with('{') => {
+                        break serde_json::from_str::<Notification>(&line).unwrap();
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("nothing delivered ({e}); broker log:\n{}", broker.log()),
+                }
+            };
+            assert_eq!(received, wanted);
+            assert!(wait_for(WAIT, || handle.status().delivered == 1).await);
+            let status = handle.shutdown(Duration::from_secs(1)).await;
+            assert_eq!((status.delivered, status.pending), (1, 0), "{status:?}");
+            assert_eq!(notifier.recent(None, 10).len(), 3);
+            assert!(listener.wait().unwrap().success());
         })
         .await;
     }

@@ -15,7 +15,7 @@ use url::Url;
 use crate::clock::{Clock, SystemClock, sub, to_jiff};
 use crate::error::classify;
 use crate::publish::runtime;
-use crate::transport::{HttpTransport, RateLimits};
+use crate::transport::{HttpTransport, RateLimits, TlsRoots, client_config};
 use crate::{Error, Result, SIGNED_AT_FIELD};
 
 /// Bounds on what a repository may make a device download, and how fast.
@@ -107,11 +107,14 @@ pub struct Client {
     clock: Arc<dyn Clock>,
     limits: Limits,
     rt: tokio::runtime::Runtime,
+    /// For ranged downloads, which bypass tough's whole-file reader.
+    transport: HttpTransport,
+    targets_url: Url,
 }
 
 impl Client {
     /// Loads and verifies the repository at `metadata_base_url` /
-    /// `targets_base_url` (`http://` or `file://`), starting from
+    /// `targets_base_url` (`http://`, `https://` or `file://`), starting from
     /// `trusted_root` (the root metadata the device was provisioned with)
     /// or the newer verified root kept in `datastore`.
     pub fn new(
@@ -133,6 +136,7 @@ impl Client {
 
     /// [`Client::new`] with a chosen clock for the step-back and expiry
     /// checks (tough also checks expiry against the system clock).
+    /// `https://` mirrors are checked against the platform trust store.
     pub fn new_with_clock(
         trusted_root: &[u8],
         metadata_base_url: &str,
@@ -141,8 +145,40 @@ impl Client {
         limits: Limits,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        Self::new_with_tls(
+            trusted_root,
+            metadata_base_url,
+            targets_base_url,
+            datastore,
+            limits,
+            clock,
+            &TlsRoots::Platform,
+        )
+    }
+
+    /// [`Client::new_with_clock`] with the trust anchors for `https://`
+    /// mirrors. TUF authenticates every byte either way; TLS keeps which
+    /// release a device fetches from a network observer and stops a
+    /// network attacker from serving anything at all.
+    pub fn new_with_tls(
+        trusted_root: &[u8],
+        metadata_base_url: &str,
+        targets_base_url: &str,
+        datastore: &Path,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+        tls_roots: &TlsRoots,
+    ) -> Result<Self> {
         let metadata_url = parse_url(metadata_base_url)?;
         let targets_url = parse_url(targets_base_url)?;
+        let base_targets_url = targets_url.clone();
+        // Trust anchors are loaded only when a mirror needs them, so an
+        // http:// or file:// repository works on a device without any.
+        let tls = if metadata_url.scheme() == "https" || targets_url.scheme() == "https" {
+            Some(client_config(tls_roots)?)
+        } else {
+            None
+        };
         std::fs::create_dir_all(datastore).map_err(|e| io(datastore, e))?;
 
         // Refuse before trusting any expiry check made against this clock.
@@ -154,16 +190,19 @@ impl Client {
         )?;
 
         let root = newest_root(trusted_root, datastore);
-        let transport = HttpTransport::new(RateLimits {
-            min_bytes_per_sec: limits.min_bytes_per_sec,
-            rate_window: limits.rate_window,
-            deadline: limits.deadline,
-        });
+        let transport = HttpTransport::new(
+            RateLimits {
+                min_bytes_per_sec: limits.min_bytes_per_sec,
+                rate_window: limits.rate_window,
+                deadline: limits.deadline,
+            },
+            tls,
+        );
         let rt = runtime()?;
         let repo = rt
             .block_on(
                 RepositoryLoader::new(&root, metadata_url, targets_url)
-                    .transport(transport)
+                    .transport(transport.clone())
                     .datastore(datastore)
                     .limits(tough::Limits {
                         max_root_size: limits.max_root_size,
@@ -182,6 +221,8 @@ impl Client {
             clock,
             limits,
             rt,
+            transport,
+            targets_url: base_targets_url,
         };
         client.check_expiry()?;
 
@@ -338,6 +379,103 @@ impl Client {
             rx,
             buf: tough::Bytes::new(),
             remaining: info.length,
+            state: ReadState::Reading,
+        })
+    }
+
+    /// Opens target `name` from byte `offset` on, for a download that
+    /// resumes where an earlier one broke off: asks for
+    /// `Range: bytes=<offset>-` and yields exactly `length - offset`
+    /// bytes. A `206` whose `Content-Range` is not
+    /// `bytes <offset>-<length-1>/<length>` is refused; a server that
+    /// ignores the range (`200`) is read from the start and the first
+    /// `offset` bytes are discarded. Either way no more than the signed
+    /// length is read (endless-data defence), with the same rate and
+    /// deadline limits.
+    ///
+    /// The whole-target hash cannot be checked (the prefix is not here):
+    /// the reader's clean end proves the length only, so the consumer
+    /// must verify every byte itself, as the update installer does with
+    /// the signed manifest's chunk hashes (and a final re-read of the
+    /// slot).
+    pub fn open_target_from(&self, name: &str, offset: u64) -> Result<TargetReader<'_>> {
+        self.check_expiry()?;
+        let info = self.target(name)?;
+        if offset > info.length {
+            return Err(Error::Transport {
+                url: name.to_owned(),
+                detail: format!(
+                    "resume offset {offset} beyond the signed length {}",
+                    info.length
+                ),
+            });
+        }
+        // Consistent snapshots: targets are stored as `<sha256>.<name>`.
+        let url = self
+            .targets_url
+            .join(&format!("{}.{name}", hex::encode(info.sha256)))
+            .map_err(|e| Error::InvalidUrl {
+                url: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let transport = self.transport.clone();
+        let (tx, rx) = mpsc::channel(8);
+        let length = info.length;
+        let url_text = url.to_string();
+        self.rt.spawn(async move {
+            use futures_util::StreamExt;
+            let fail = |e: tough::TransportError| crate::error::classify_transport(&e);
+            let (reply, stream) = match transport.fetch_from(url, offset, length).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(fail(e))).await;
+                    return;
+                }
+            };
+            let mut position = match reply {
+                crate::transport::RangeReply::Partial => offset,
+                crate::transport::RangeReply::Full => 0,
+            };
+            let mut stream = std::pin::pin!(stream);
+            while let Some(item) = stream.next().await {
+                let mut bytes = match item {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(fail(e))).await;
+                        return;
+                    }
+                };
+                let end = position.saturating_add(bytes.len() as u64);
+                if end > length {
+                    let _ = tx
+                        .send(Err(Error::EndlessData {
+                            url: url_text.clone(),
+                            limit: length,
+                        }))
+                        .await;
+                    return;
+                }
+                if position < offset {
+                    // A 200 reply: drop what was already installed.
+                    let skip = usize::try_from((offset - position).min(bytes.len() as u64))
+                        .unwrap_or(bytes.len());
+                    let _ = bytes.split_to(skip);
+                }
+                position = end;
+                if !bytes.is_empty() && tx.send(Ok(Some(bytes))).await.is_err() {
+                    return;
+                }
+            }
+            if position == length {
+                let _ = tx.send(Ok(None)).await;
+            }
+        });
+        Ok(TargetReader {
+            rt: &self.rt,
+            name: name.to_owned(),
+            rx,
+            buf: tough::Bytes::new(),
+            remaining: info.length - offset,
             state: ReadState::Reading,
         })
     }

@@ -180,6 +180,19 @@ pub enum Error {
         /// What happened.
         detail: String,
     },
+    /// The TLS connection to an `https://` mirror failed: the server's
+    /// certificate did not chain to the configured CA (or the platform
+    /// roots), named another host, or the handshake failed.
+    #[error("TLS to {url} failed: {detail}")]
+    Tls {
+        /// What was being fetched.
+        url: String,
+        /// rustls's reason (for example `UnknownIssuer`).
+        detail: String,
+    },
+    /// The TLS trust anchors could not be loaded.
+    #[error("TLS trust anchors: {0}")]
+    TlsConfig(String),
     /// Metadata was malformed or otherwise refused.
     #[error("repository metadata refused: {detail}")]
     Metadata {
@@ -222,6 +235,47 @@ pub(crate) enum FetchFailure {
     },
     #[error("deadline of {deadline:?} exceeded")]
     Deadline { deadline: Duration },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A transport failure outside tough's reader (ranged downloads): our own
+/// rate, deadline and TLS verdicts keep their variants.
+pub(crate) fn classify_transport(err: &tough::TransportError) -> Error {
+    let url = err.url().to_owned();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(f) = e.downcast_ref::<FetchFailure>() {
+            return match f {
+                FetchFailure::Slow {
+                    bytes,
+                    window,
+                    min_bytes_per_sec,
+                } => Error::SlowRetrieval {
+                    url,
+                    bytes: *bytes,
+                    window: *window,
+                    min_bytes_per_sec: *min_bytes_per_sec,
+                },
+                FetchFailure::Deadline { deadline } => Error::DeadlineExceeded {
+                    url,
+                    deadline: *deadline,
+                },
+                FetchFailure::Tls(detail) => Error::Tls {
+                    url,
+                    detail: detail.clone(),
+                },
+            };
+        }
+        cause = e.source();
+    }
+    let mut detail = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        detail.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    Error::Transport { url, detail }
 }
 
 /// Turns one of tough's errors into ours, looking through its source chain
@@ -251,6 +305,10 @@ pub(crate) fn classify(err: &tough::error::Error) -> Error {
                 FetchFailure::Deadline { deadline } => Error::DeadlineExceeded {
                     url,
                     deadline: *deadline,
+                },
+                FetchFailure::Tls(detail) => Error::Tls {
+                    url,
+                    detail: detail.clone(),
                 },
             };
         }

@@ -73,9 +73,12 @@
 //!   the deadline per file are ours, and no second HTTP/TLS stack enters
 //!   the tree. tough still links rustls 0.23 with the aws-lc-rs provider,
 //!   the workspace's only one (no ring).
-//! - Plain `http://` and `file://` only: TUF metadata authenticates itself,
-//!   so a mirror needs no TLS for integrity; HTTPS (for privacy) is left
-//!   to a later transport over the workspace's rustls configuration.
+//! - `http://`, `https://` and `file://`: TUF metadata authenticates
+//!   itself, so a mirror needs no TLS for integrity; `https://` (rustls,
+//!   aws-lc-rs, TLS 1.2/1.3, trust anchors from [`TlsRoots`]: a CA PEM or
+//!   the platform store) adds confidentiality, so an observer cannot tell
+//!   which release a device fetches, and a network attacker cannot even
+//!   serve stale-but-signed metadata.
 //! - Clock step-back: the publisher puts its signing time in timestamp
 //!   metadata (`bulwark_signed_at`, covered by the signature); the device
 //!   keeps the newest one in its datastore and refuses a clock earlier than
@@ -107,6 +110,7 @@ pub use clock::{Clock, SystemClock};
 pub use error::{Error, Result};
 pub use publish::{Release, Repository, RoleSpec, RootSpec};
 pub use signer::KeyRefSigner;
+pub use transport::TlsRoots;
 
 /// The field our publisher adds to timestamp metadata (covered by its
 /// signature): when the timestamp was signed, in RFC 3339.

@@ -1,8 +1,10 @@
-//! Our HTTP transport for tough: hyper over plain TCP, with a deadline per
-//! file and a minimum transfer rate (TUF's slow-retrieval defence). tough
-//! bounds each file's length itself (endless-data defence).
+//! Our HTTP transport for tough: hyper over TCP or TLS (rustls), with a
+//! deadline per file and a minimum transfer rate (TUF's slow-retrieval
+//! defence). tough bounds each file's length itself (endless-data
+//! defence).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,17 +26,60 @@ pub(crate) struct RateLimits {
     pub(crate) deadline: Duration,
 }
 
-/// tough [`Transport`] for `http://` (with rate and deadline limits) and
-/// `file://` (a local mirror, such as removable media).
+/// tough [`Transport`] for `http://` and `https://` (with rate and
+/// deadline limits) and `file://` (a local mirror, such as removable
+/// media).
 #[derive(Debug, Clone)]
 pub(crate) struct HttpTransport {
     limits: RateLimits,
+    /// `None`: `https://` URLs are refused (no trust anchors configured).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl HttpTransport {
-    pub(crate) fn new(limits: RateLimits) -> Self {
-        Self { limits }
+    pub(crate) fn new(limits: RateLimits, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Self { limits, tls }
     }
+}
+
+/// Where the server certificates of `https://` mirrors must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsRoots {
+    /// The operating system's trust store (via `rustls-native-certs`).
+    Platform,
+    /// Only the CA certificates in this PEM text (a private mirror).
+    CaPem(Vec<u8>),
+}
+
+/// A rustls client configuration trusting `roots`, with the workspace's
+/// one crypto provider (aws-lc-rs), TLS 1.2 and 1.3.
+pub(crate) fn client_config(roots: &TlsRoots) -> crate::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = match roots {
+        TlsRoots::CaPem(pem) => CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| crate::Error::TlsConfig(format!("CA PEM does not parse: {e}")))?,
+        TlsRoots::Platform => rustls_native_certs::load_native_certs().certs,
+    };
+    let (added, _ignored) = store.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(crate::Error::TlsConfig(match roots {
+            TlsRoots::CaPem(_) => "no usable CA certificate in the CA PEM".into(),
+            TlsRoots::Platform => {
+                "no platform trust anchors found; configure a CA file for https://".into()
+            }
+        }));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| crate::Error::TlsConfig(e.to_string()))?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A stream fed by the task that reads the HTTP body. The channel makes
@@ -52,12 +97,82 @@ fn other(url: &Url, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
     TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), cause)
 }
 
+/// What a server did with a `Range: bytes=<from>-` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeReply {
+    /// `206` with `Content-Range: bytes <from>-<total-1>/<total>`: the
+    /// stream starts at `from`.
+    Partial,
+    /// `200` (Range ignored, or a `file://` mirror): the stream starts at 0.
+    Full,
+}
+
 #[tough::async_trait]
 impl Transport for HttpTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        if url.scheme() == "file" {
+            return FilesystemTransport.fetch(url).await;
+        }
+        let (response, deadline) = self.get(&url, None).await?;
+        Ok(self.stream(response, url, deadline))
+    }
+}
+
+impl HttpTransport {
+    /// Fetches `url` from byte `from` on, for a download that resumes.
+    /// A `206` must carry `Content-Range: bytes <from>-<total-1>/<total>`
+    /// with `total` the signed length, or the reply is refused.
+    pub(crate) async fn fetch_from(
+        &self,
+        url: Url,
+        from: u64,
+        total: u64,
+    ) -> Result<(RangeReply, TransportStream), TransportError> {
+        if url.scheme() == "file" {
+            return Ok((RangeReply::Full, FilesystemTransport.fetch(url).await?));
+        }
+        let (response, deadline) = self.get(&url, Some(from)).await?;
+        let reply = if response.status() == hyper::StatusCode::PARTIAL_CONTENT {
+            let expected = format!("bytes {from}-{}/{total}", total.saturating_sub(1));
+            let got = response
+                .headers()
+                .get(hyper::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if got != expected {
+                return Err(other(
+                    &url,
+                    format!("206 with Content-Range {got:?}, expected {expected:?}"),
+                ));
+            }
+            RangeReply::Partial
+        } else {
+            RangeReply::Full
+        };
+        Ok((reply, self.stream(response, url, deadline)))
+    }
+
+    fn stream(
+        &self,
+        response: hyper::Response<Incoming>,
+        url: Url,
+        deadline: Instant,
+    ) -> TransportStream {
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(pump(response.into_body(), tx, url, self.limits, deadline));
+        Box::pin(ChannelStream(rx))
+    }
+
+    /// Sends the GET (with `Range: bytes=<from>-` if asked) and returns a
+    /// successful response's head and the transfer's deadline.
+    async fn get(
+        &self,
+        url: &Url,
+        range_from: Option<u64>,
+    ) -> Result<(hyper::Response<Incoming>, Instant), TransportError> {
+        let url = url.clone();
         match url.scheme() {
-            "file" => return FilesystemTransport.fetch(url).await,
-            "http" => {}
+            "http" | "https" => {}
             _ => {
                 return Err(TransportError::new(
                     TransportErrorKind::UnsupportedUrlScheme,
@@ -92,18 +207,26 @@ impl Transport for HttpTransport {
         .map_err(|e| other(&url, e))?;
         // Metadata files are small and requests few: Nagle only adds delay.
         tcp.set_nodelay(true).map_err(|e| other(&url, e))?;
-        let (mut sender, conn) = tokio::time::timeout_at(
-            deadline,
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)),
-        )
-        .await
-        .map_err(|_| late(&url))?
-        .map_err(|e| other(&url, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "update repository connection ended");
-            }
-        });
+        let mut sender = if url.scheme() == "https" {
+            let Some(config) = self.tls.clone() else {
+                return Err(other(
+                    &url,
+                    FetchFailure::Tls("https:// needs TLS trust anchors (a CA file)".into()),
+                ));
+            };
+            let server_name = rustls_pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| other(&url, FetchFailure::Tls(format!("server name: {e}"))))?;
+            let tls = tokio::time::timeout_at(
+                deadline,
+                tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+            )
+            .await
+            .map_err(|_| late(&url))?
+            .map_err(|e| other(&url, FetchFailure::Tls(e.to_string())))?;
+            handshake(tls, deadline, &url, late).await?
+        } else {
+            handshake(tcp, deadline, &url, late).await?
+        };
 
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
@@ -113,9 +236,13 @@ impl Transport for HttpTransport {
             Some(p) => format!("{host}:{p}"),
             None => host,
         };
-        let request = hyper::Request::get(path)
+        let mut request = hyper::Request::get(path)
             .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, "bulwark-update")
+            .header(hyper::header::USER_AGENT, "bulwark-update");
+        if let Some(from) = range_from {
+            request = request.header(hyper::header::RANGE, format!("bytes={from}-"));
+        }
+        let request = request
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(|e| other(&url, e))?;
         let response = tokio::time::timeout_at(deadline, sender.send_request(request))
@@ -132,11 +259,33 @@ impl Transport for HttpTransport {
         if !status.is_success() {
             return Err(other(&url, format!("HTTP status {status}")));
         }
-
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(pump(response.into_body(), tx, url, limits, deadline));
-        Ok(Box::pin(ChannelStream(rx)))
+        Ok((response, deadline))
     }
+}
+
+/// HTTP/1.1 over `io`, the connection driven by its own task.
+async fn handshake<IO>(
+    io: IO,
+    deadline: Instant,
+    url: &Url,
+    late: impl Fn(&Url) -> TransportError,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>, TransportError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = tokio::time::timeout_at(
+        deadline,
+        hyper::client::conn::http1::handshake(TokioIo::new(io)),
+    )
+    .await
+    .map_err(|_| late(url))?
+    .map_err(|e| other(url, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "update repository connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// Reads the body into the channel, refusing a transfer that misses the

@@ -7,6 +7,9 @@
 //! - `happy`: two releases, root rotation, streaming a target.
 //! - `attacks`: each attack refused with its own error.
 //! - `clock`: the clock set back a year.
+//! - `resume`: a download cut mid-way resumes with `Range`.
+//! - `https`: the same repository through a TLS front on 127.0.0.1; a
+//!   server certificate from another CA is refused.
 
 // Test fixtures outside #[test] functions panic on setup failure by design.
 #![allow(clippy::unwrap_used)]
@@ -91,12 +94,19 @@ mod support {
         Trickle(Vec<u8>, Duration),
         /// 64 KiB chunks without end (bounded at 256 MiB), no length.
         Endless,
+        /// Announces the whole body, sends its first `n` bytes, then
+        /// drops the connection (a link that fails mid-download).
+        Cut(Vec<u8>, usize),
     }
 
     #[derive(Default)]
     struct Routes {
         root: PathBuf,
         overrides: HashMap<String, Reply>,
+        /// Answer `Range: bytes=N-` with 206 (else ignore it: 200).
+        ranges: bool,
+        /// Body bytes written so far.
+        served: u64,
     }
 
     /// A tiny HTTP/1.1 server on 127.0.0.1 serving `root` (a published
@@ -115,6 +125,8 @@ mod support {
             let routes = Arc::new(Mutex::new(Routes {
                 root: root.to_owned(),
                 overrides: HashMap::new(),
+                ranges: true,
+                served: 0,
             }));
             let stop = Arc::new(AtomicBool::new(false));
             let (r, s) = (routes.clone(), stop.clone());
@@ -136,6 +148,10 @@ mod support {
             }
         }
 
+        pub(crate) fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
         pub(crate) fn metadata_url(&self) -> String {
             format!("http://{}/metadata/", self.addr)
         }
@@ -150,6 +166,15 @@ mod support {
                 .unwrap()
                 .overrides
                 .insert(path.to_owned(), reply);
+        }
+
+        /// Body bytes served since the last call.
+        pub(crate) fn take_served(&self) -> u64 {
+            std::mem::take(&mut self.routes.lock().unwrap().served)
+        }
+
+        pub(crate) fn honour_ranges(&self, on: bool) {
+            self.routes.lock().unwrap().ranges = on;
         }
 
         pub(crate) fn clear(&self) {
@@ -178,12 +203,18 @@ mod support {
         if reader.read_line(&mut request_line).is_err() {
             return;
         }
+        let mut range_from: Option<usize> = None;
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) if line == "\r\n" => break,
-                Ok(_) => {}
+                Ok(_) => {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("range: bytes=") {
+                        range_from = v.trim().trim_end_matches('-').parse().ok();
+                    }
+                }
             }
         }
         let path = request_line
@@ -191,6 +222,8 @@ mod support {
             .nth(1)
             .unwrap_or("/")
             .to_owned();
+        let count = |n: usize| routes.lock().unwrap().served += n as u64;
+        let ranges = routes.lock().unwrap().ranges;
         let reply = {
             let routes = routes.lock().unwrap();
             match routes.overrides.get(&path) {
@@ -207,13 +240,40 @@ mod support {
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
             }
-            Some(Reply::Bytes(body)) => {
+            Some(Reply::Bytes(body)) => match range_from {
+                Some(from) if ranges && from < body.len() => {
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                        body.len() - from,
+                        body.len() - 1,
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    if conn.write_all(&body[from..]).is_ok() {
+                        count(body.len() - from);
+                    }
+                }
+                _ => {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    if conn.write_all(&body).is_ok() {
+                        count(body.len());
+                    }
+                }
+            },
+            Some(Reply::Cut(body, n)) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = conn.write_all(head.as_bytes());
-                let _ = conn.write_all(&body);
+                if conn.write_all(&body[..n]).is_ok() {
+                    count(n);
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Both);
             }
             Some(Reply::Trickle(body, interval)) => {
                 let head = format!(
@@ -880,5 +940,248 @@ mod clock {
         )
         .unwrap_err();
         assert!(matches!(&err, Error::ClockSteppedBack { .. }), "{err}");
+    }
+}
+
+mod https {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use update_tuf::{Client, Error, Repository, SystemClock, TlsRoots};
+
+    use crate::support::{Keys, Server, limits};
+
+    /// A CA and a server certificate for 127.0.0.1 issued by it.
+    struct Pki {
+        ca_pem: String,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    }
+
+    fn pki(name: &str) -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            chain: vec![leaf.der().clone(), ca.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        }
+    }
+
+    /// Terminates TLS on a loopback port and forwards each connection to
+    /// the plain test server: the device sees a real HTTPS mirror.
+    fn tls_front(pki: &Pki, backend: SocketAddr) -> SocketAddr {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
+            });
+        });
+        addr
+    }
+
+    fn published(k: &Keys) -> (Server, Vec<u8>) {
+        let mut repo = Repository::init(&k.path("work"), k.spec("h")).unwrap();
+        repo.add_target("manifest.json", &k.file("m", b"{\"version\":1}"))
+            .unwrap();
+        repo.sign_and_publish(&k.path("out")).unwrap();
+        (Server::start(&k.path("out")), repo.root_json().to_vec())
+    }
+
+    fn client(
+        front: SocketAddr,
+        root: &[u8],
+        store: &std::path::Path,
+        ca_pem: &str,
+    ) -> Result<Client, Error> {
+        Client::new_with_tls(
+            root,
+            &format!("https://{front}/metadata/"),
+            &format!("https://{front}/targets/"),
+            store,
+            limits(),
+            Arc::new(SystemClock),
+            &TlsRoots::CaPem(ca_pem.as_bytes().to_vec()),
+        )
+    }
+
+    // The device verifies the repository and fetches a target through
+    // TLS, trusting only the configured CA.
+    #[test]
+    fn device_fetches_through_https() {
+        let k = Keys::new();
+        let (server, root) = published(&k);
+        let pki = pki("mirror");
+        let front = tls_front(&pki, server.addr());
+        let client = client(front, &root, &k.path("device"), &pki.ca_pem).unwrap();
+        assert_eq!(
+            client.fetch_target("manifest.json").unwrap(),
+            b"{\"version\":1}"
+        );
+    }
+
+    // A mirror whose certificate chains to another CA is refused at the
+    // TLS handshake, before any metadata is read.
+    #[test]
+    fn server_certificate_from_another_ca_is_refused() {
+        let k = Keys::new();
+        let (server, root) = published(&k);
+        let front = tls_front(&pki("impostor"), server.addr());
+        let trusted = pki("mirror");
+        let err = client(front, &root, &k.path("device"), &trusted.ca_pem).unwrap_err();
+        match &err {
+            Error::Tls { url, detail } => {
+                assert!(url.starts_with("https://"), "{url}");
+                assert!(detail.contains("UnknownIssuer"), "{detail}");
+            }
+            other => panic!("expected a TLS refusal, got {other:?}"),
+        }
+        assert!(err.to_string().contains("TLS to https://"), "{err}");
+    }
+
+    // A CA file without any certificate is refused before connecting.
+    #[test]
+    fn empty_ca_file_is_refused() {
+        let k = Keys::new();
+        let (_server, root) = published(&k);
+        let err = client("127.0.0.1:9".parse().unwrap(), &root, &k.path("device"), "").unwrap_err();
+        assert!(matches!(err, Error::TlsConfig(_)), "{err:?}");
+    }
+}
+
+mod resume {
+    use std::io::Read;
+
+    use update_tuf::{Client, Error, Repository};
+
+    use crate::support::{Keys, Reply, Server, limits};
+
+    const LEN: usize = 200_000;
+
+    fn image() -> Vec<u8> {
+        (0..LEN).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn setup(k: &Keys) -> (Server, Client, String) {
+        let mut repo = Repository::init(&k.path("work"), k.spec("r")).unwrap();
+        repo.add_target("rel.image", &k.file("img", &image()))
+            .unwrap();
+        repo.sign_and_publish(&k.path("out")).unwrap();
+        let server = Server::start(&k.path("out"));
+        let client = Client::new(
+            repo.root_json(),
+            &server.metadata_url(),
+            &server.targets_url(),
+            &k.path("device"),
+            limits(),
+        )
+        .unwrap();
+        let sha = hex::encode(client.target("rel.image").unwrap().sha256);
+        (server, client, format!("/targets/{sha}.rel.image"))
+    }
+
+    /// The first attempt: the link drops after 70 000 bytes; returns what
+    /// arrived before the failure.
+    fn cut_download(server: &Server, client: &Client, path: &str) -> Vec<u8> {
+        server.set(path, Reply::Cut(image(), 70_000));
+        let mut got = Vec::new();
+        let mut reader = client.open_target("rel.image").unwrap();
+        let err = reader.read_to_end(&mut got).unwrap_err();
+        assert!(matches!(
+            Error::from_io(err),
+            Error::TargetTruncated { .. } | Error::Transport { .. }
+        ),);
+        assert!(got.len() <= 70_000 && !got.is_empty(), "{}", got.len());
+        server.clear();
+        server.take_served();
+        got
+    }
+
+    // The second attempt asks for the rest only: the server serves
+    // exactly the missing bytes, and prefix + rest is the signed image.
+    #[test]
+    fn cut_download_resumes_with_range() {
+        let k = Keys::new();
+        let (server, client, path) = setup(&k);
+        let mut got = cut_download(&server, &client, &path);
+        let offset = got.len() as u64;
+        let mut reader = client.open_target_from("rel.image", offset).unwrap();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(server.take_served(), LEN as u64 - offset);
+        assert_eq!(got, image());
+    }
+
+    // A server that ignores Range sends everything; the reader drops the
+    // prefix it already has and still yields exactly the rest.
+    #[test]
+    fn server_ignoring_range_is_read_past_the_prefix() {
+        let k = Keys::new();
+        let (server, client, path) = setup(&k);
+        let mut got = cut_download(&server, &client, &path);
+        server.honour_ranges(false);
+        let offset = got.len() as u64;
+        let mut reader = client.open_target_from("rel.image", offset).unwrap();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(server.take_served(), LEN as u64);
+        assert_eq!(got, image());
+    }
+
+    // More than the signed length after the offset is refused.
+    #[test]
+    fn resumed_download_is_bounded_by_the_signed_length() {
+        let k = Keys::new();
+        let (server, client, path) = setup(&k);
+        let mut longer = image();
+        longer.extend_from_slice(&[0u8; 10_000]);
+        server.honour_ranges(false);
+        server.set(&path, Reply::Bytes(longer));
+        let mut got = Vec::new();
+        let mut reader = client.open_target_from("rel.image", 1000).unwrap();
+        let err = reader.read_to_end(&mut got).unwrap_err();
+        assert!(matches!(Error::from_io(err), Error::EndlessData { .. }));
+        assert!(got.len() < LEN);
     }
 }

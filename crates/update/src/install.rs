@@ -92,6 +92,15 @@ impl<R: Read> ReaderSource<R> {
         }
     }
 
+    /// Reads the image from `offset` on: `reader` yields the bytes from
+    /// there (a resumed download, see [`Installer::resume_offset`]).
+    pub fn starting_at(reader: R, offset: u64) -> Self {
+        Self {
+            reader,
+            position: offset,
+        }
+    }
+
     fn skip_to(&mut self, offset: u64) -> io::Result<()> {
         if offset < self.position {
             return Err(io::Error::new(
@@ -201,6 +210,23 @@ impl<'a> Installer<'a> {
     /// The slot records this installer keeps.
     pub fn records(&self) -> &SlotRecords {
         &self.records
+    }
+
+    /// Where an interrupted install of `release` into the inactive slot
+    /// stopped: the image offset of the first chunk not yet verified and
+    /// written (0 if nothing can be resumed). A download may start there;
+    /// [`Installer::install`] resumes at the same chunk.
+    pub fn resume_offset(&self, release: &VerifiedManifest) -> Result<u64> {
+        let m = release.manifest();
+        let target = self.boot.state()?.active.other();
+        let digest = hex::encode(release.authentic().digest());
+        Ok(match self.journal.load() {
+            Some(j) if j.manifest_sha256 == digest && j.slot == target => m
+                .chunk_range(j.chunks_done.min(m.chunk_count()))
+                .0
+                .min(m.image_size),
+            _ => 0,
+        })
     }
 
     /// Installs `release` from `source` into the inactive slot, then marks
@@ -379,8 +405,9 @@ impl<'a> Installer<'a> {
         let mut since_checkpoint = 0u64;
         let mut index = *done;
         while index < m.chunk_count() {
-            let end = (index + batch_len).min(m.chunk_count());
+            let mut end = (index + batch_len).min(m.chunk_count());
             let count = (end - index) as usize;
+            let mut read_failure = None;
             buffers.resize_with(count.max(buffers.len()), || vec![0u8; chunk_size]);
             let mut from_local = vec![false; count];
             for (k, i) in (index..end).enumerate() {
@@ -395,8 +422,15 @@ impl<'a> Installer<'a> {
                         (l == len && file.read_exact_at(buf, at).is_ok()).then_some(())
                     })
                     .is_some();
-                if !from_local[k] {
-                    read_source(source, i, offset, buf)?;
+                if !from_local[k]
+                    && let Err(e) = read_source(source, i, offset, buf)
+                {
+                    // A dropped link: the chunks of this batch read so far
+                    // are still verified and written below, so the next
+                    // attempt resumes after them.
+                    read_failure = Some(e);
+                    end = i;
+                    break;
                 }
             }
             let views: Vec<&[u8]> = (index..end)
@@ -432,6 +466,9 @@ impl<'a> Installer<'a> {
                 }
                 since_checkpoint += len as u64;
                 *done = i + 1;
+            }
+            if let Some(e) = read_failure {
+                return Err(e);
             }
             index = end;
             if since_checkpoint >= self.options.checkpoint_bytes && index < m.chunk_count() {

@@ -46,8 +46,8 @@ pub(crate) struct ConfigSummary {
 pub(crate) struct NotificationSummary {
     /// Sequence number of the newest notification.
     latest_seq: Option<u64>,
-    /// Delivery to the local hub, when one is configured.
-    hub: Option<notify::HubStatus>,
+    /// Delivery to each configured hub (MQTT broker, webhook).
+    hubs: Vec<notify::HubStatus>,
 }
 
 /// Status of the device.
@@ -111,7 +111,7 @@ pub(crate) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<
         interfaces: shared.interfaces.list().await,
         notifications: NotificationSummary {
             latest_seq: shared.notifier.recent(None, 1).last().map(|n| n.seq),
-            hub: shared.hub.as_ref().map(|h| h.status()),
+            hubs: shared.hubs.iter().map(notify::HubHandle::status).collect(),
         },
         uptime_secs: shared.started.elapsed().as_secs(),
         fail_safe: shared.fail_safe(),

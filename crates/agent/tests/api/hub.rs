@@ -114,6 +114,8 @@ async fn notifications_reach_the_local_hub_over_mutual_tls() {
         port: broker.port,
         topic: topic.into(),
         ca_file: pki.dir.path().join("hub-ca.pem"),
+        kinds: Vec::new(),
+        min_severity: None,
     });
     let agent = device.start_with(file).await;
     let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();

@@ -8,8 +8,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_config::{AgentFile, UpdateRepository, UpdateSection};
@@ -62,11 +62,22 @@ fn manifest(image: &[u8], version: &str, version_code: u64, security_version: u6
 }
 
 /// A tiny HTTP/1.1 server on loopback serving the files under a
-/// directory (one request per connection), as update-tuf's tests do.
+/// directory (one request per connection, `Range: bytes=N-` answered
+/// with 206), as update-tuf's tests do.
 struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    images: Arc<Mutex<ImageServing>>,
+}
+
+/// What the server does with `*.image` files, and how much it sent.
+#[derive(Default)]
+struct ImageServing {
+    /// Drop the next image transfer after this many body bytes.
+    cut_after: Option<usize>,
+    /// Image body bytes sent.
+    served: u64,
 }
 
 impl Server {
@@ -74,22 +85,29 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let (root, flag) = (root.to_owned(), stop.clone());
+        let images = Arc::new(Mutex::new(ImageServing::default()));
+        let (root, flag, shared) = (root.to_owned(), stop.clone(), images.clone());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let root = root.clone();
-                std::thread::spawn(move || serve(conn, &root));
+                let (root, shared) = (root.clone(), shared.clone());
+                std::thread::spawn(move || serve(conn, &root, &shared));
             }
         });
         Self {
             addr,
             stop,
             thread: Some(thread),
+            images,
         }
+    }
+
+    /// Image body bytes served since the last call.
+    fn take_served(&self) -> u64 {
+        std::mem::take(&mut self.images.lock().unwrap().served)
     }
 
     fn url(&self, dir: &str) -> String {
@@ -107,30 +125,61 @@ impl Drop for Server {
     }
 }
 
-fn serve(mut conn: TcpStream, root: &Path) {
+fn serve(mut conn: TcpStream, root: &Path, images: &Mutex<ImageServing>) {
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
+    let mut range_from: Option<usize> = None;
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) if line == "\r\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range_from = v.trim().trim_end_matches('-').parse().ok();
+                }
+            }
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
     match std::fs::read(root.join(path.trim_start_matches('/'))) {
         Ok(body) => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
+            let image = path.ends_with(".image");
+            let cut = if image {
+                images.lock().unwrap().cut_after.take()
+            } else {
+                None
+            };
+            let (head, part) = match range_from {
+                Some(from) if from < body.len() => (
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                        body.len() - from,
+                        body.len() - 1,
+                        body.len()
+                    ),
+                    &body[from..],
+                ),
+                _ => (
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ),
+                    &body[..],
+                ),
+            };
+            let part = &part[..cut.unwrap_or(part.len()).min(part.len())];
             let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&body);
+            if conn.write_all(part).is_ok() && image {
+                images.lock().unwrap().served += part.len() as u64;
+            }
+            if cut.is_some() {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
         }
         Err(_) => {
             let _ = conn.write_all(
@@ -266,10 +315,12 @@ impl Rig {
                 metadata_url: self.server.url("metadata"),
                 targets_url: self.server.url("targets"),
                 root_file: self.root_file.clone(),
+                ca_file: None,
             }),
             booted_slot: None,
             health_checks: Vec::new(),
             restart_command: None,
+            measure_pcr: None,
         });
         file.validate().unwrap();
         file
@@ -476,6 +527,36 @@ async fn owner_installs_a_signed_release_and_the_trial_commits_after_boot() {
     );
     assert_eq!(installed.event.actor.as_deref(), Some("owner"));
     assert!(events.iter().any(|e| e.event.action == "update.commit"));
+}
+
+// The link drops after 3.5 chunks of the image: the install fails, the
+// 3 whole chunks stay verified in slot B, and the next attempt asks for
+// the rest with `Range` (the server counts what it sends) and the slot
+// verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_download_cut_mid_way_resumes_with_range() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let agent = device.start_with(rig.file(&device)).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+
+    let cut = 3 * CHUNK + CHUNK / 2;
+    rig.server.images.lock().unwrap().cut_after = Some(cut);
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_ne!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(rig.server.take_served(), cut as u64);
+
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["outcome"], "installed");
+    assert_eq!(
+        rig.server.take_served(),
+        (rig.good.len() - 3 * CHUNK) as u64,
+        "the second attempt fetches only what is not yet in the slot"
+    );
+    assert_eq!(std::fs::read(&rig.slot_b).unwrap(), rig.good);
+    agent.shutdown().await;
 }
 
 async fn restart(client: &mut Client, password: Option<&str>) -> support::Reply {

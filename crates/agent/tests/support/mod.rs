@@ -96,6 +96,7 @@ impl Device {
             keystore,
             hash_params: fast_hashing(),
             floor_counter: None,
+            measurement: None,
         }
     }
 

@@ -57,9 +57,12 @@ async fn serve(device: Device, file: agent_config::AgentFile) -> Result<()> {
     let development = device.identity.record.development;
     // Only the update engine uses the counter: without `[update]` the TPM
     // is left as it is.
-    let floor_counter = match &file.update {
-        Some(_) => device.spec.floor_counter()?,
-        None => None,
+    let (floor_counter, measurement) = match &file.update {
+        Some(update) => (
+            device.spec.floor_counter()?,
+            device.spec.measurement(update.measure_pcr)?,
+        ),
+        None => (None, None),
     };
     let parts = agent::AgentParts {
         file,
@@ -67,6 +70,7 @@ async fn serve(device: Device, file: agent_config::AgentFile) -> Result<()> {
         keystore: device.keystore,
         hash_params: access::HashParams::default(),
         floor_counter,
+        measurement,
     };
     let running = agent::Agent::start(parts).await?;
     match running.local_addr(agent::MANAGEMENT_API).await {
