@@ -60,7 +60,7 @@ use update::anti_rollback::{CounterBackedFloor, MonotonicCounter, SecurityFloor}
 use update::boot::{BootControl, FileBootControl, GrubEnv, SlotName, Slots, UBootEnv};
 use update::commit::{BootOutcome, Trust, confirm_boot_with_health};
 use update::health::HealthCheck;
-use update::install::{Installer, ReaderSource};
+use update::install::{Installer, RangedSource};
 use update::integrity::{MeasurementSink, StartupMeasurement};
 use update::manifest::{Device, Manifest, SignedManifest, TrustedKeys};
 use update::records::SlotRecords;
@@ -82,6 +82,10 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// Largest provisioned root metadata read.
 const MAX_ROOT_FILE: u64 = 1024 * 1024;
+
+/// Largest run of reused bytes read through rather than skipped with a
+/// new range request (each costs a round trip, and over TLS a handshake).
+const RANGE_GAP: u64 = 256 * 1024;
 
 /// How long `update.restart_command` may run.
 const RESTART_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -864,20 +868,23 @@ impl Updates {
         before_write(verified.manifest());
         let installer =
             Installer::new(&*self.boot, &self.slots, &self.dir).map_err(update_error)?;
-        // An earlier attempt cut mid-way left verified chunks in the slot:
-        // ask only for the rest (HTTP Range). Every chunk is still checked
-        // against the signed manifest before it is written.
-        let offset = installer.resume_offset(&verified).map_err(update_error)?;
+        // The image is fetched in ranges (HTTP Range) where chunks are
+        // needed: chunks reused from the active slot, or left verified in
+        // the slot by an attempt cut mid-way, are not downloaded. Every
+        // chunk is still checked against the signed manifest before it is
+        // written.
         let image = image_target(release);
-        let reader = if offset > 0 {
-            tracing::info!(release, offset, "resuming the image download");
-            client.open_target_from(&image, offset)
-        } else {
-            client.open_target(&image)
-        }
-        .map_err(tuf_error)?;
+        let open = |at: u64| {
+            if at > 0 {
+                tracing::info!(release, offset = at, "image download from an offset");
+            }
+            client
+                .open_target_from(&image, at)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        let mut source = RangedSource::new(open, RANGE_GAP);
         let report = installer
-            .install(&verified, &mut ReaderSource::starting_at(reader, offset))
+            .install(&verified, &mut source)
             .map_err(update_error)?;
         Ok(InstallSummary {
             release: release.to_owned(),

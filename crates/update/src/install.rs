@@ -42,6 +42,63 @@ pub trait ChunkSource {
     }
 }
 
+/// An image fetched in ranges (HTTP `Range`): read front to back like a
+/// [`ReaderSource`], but when the installer skips ahead by more than
+/// `max_gap` bytes (chunks reused from the active slot, or already in the
+/// slot from an interrupted attempt) it opens a new range at the next
+/// chunk it needs instead of downloading what it skips. This is what
+/// makes an adaptive update download little over the network.
+pub struct RangedSource<R, F> {
+    open: F,
+    current: Option<ReaderSource<R>>,
+    max_gap: u64,
+}
+
+impl<R, F> std::fmt::Debug for RangedSource<R, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangedSource")
+            .field("position", &self.current.as_ref().map(|c| c.position))
+            .field("max_gap", &self.max_gap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read, F: FnMut(u64) -> io::Result<R>> RangedSource<R, F> {
+    /// `open(offset)` yields the image from `offset` on; gaps of at most
+    /// `max_gap` bytes are read and discarded rather than reopened (a new
+    /// request costs a round trip and headers).
+    pub fn new(open: F, max_gap: u64) -> Self {
+        Self {
+            open,
+            current: None,
+            max_gap,
+        }
+    }
+}
+
+impl<R: Read, F: FnMut(u64) -> io::Result<R>> ChunkSource for RangedSource<R, F> {
+    fn read_chunk(&mut self, index: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let current = match self.current.take() {
+            Some(c) if c.position <= offset && offset - c.position <= self.max_gap => c,
+            _ => ReaderSource::starting_at((self.open)(offset)?, offset),
+        };
+        let current = self.current.insert(current);
+        current.read_chunk(index, offset, buf)
+    }
+
+    fn has_data_beyond(&mut self, image_size: u64) -> io::Result<bool> {
+        match &mut self.current {
+            // Only when the open range already reaches the end: reading a
+            // skipped tail to check it would download reused chunks. The
+            // repository client bounds every range by the signed length.
+            Some(c) if c.position <= image_size && image_size - c.position <= self.max_gap => {
+                c.has_data_beyond(image_size)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 /// An image in a local file (a bundle's image, a USB stick).
 #[derive(Debug)]
 pub struct FileSource {
@@ -93,7 +150,7 @@ impl<R: Read> ReaderSource<R> {
     }
 
     /// Reads the image from `offset` on: `reader` yields the bytes from
-    /// there (a resumed download, see [`Installer::resume_offset`]).
+    /// there (a resumed or ranged download, see [`RangedSource`]).
     pub fn starting_at(reader: R, offset: u64) -> Self {
         Self {
             reader,
@@ -210,23 +267,6 @@ impl<'a> Installer<'a> {
     /// The slot records this installer keeps.
     pub fn records(&self) -> &SlotRecords {
         &self.records
-    }
-
-    /// Where an interrupted install of `release` into the inactive slot
-    /// stopped: the image offset of the first chunk not yet verified and
-    /// written (0 if nothing can be resumed). A download may start there;
-    /// [`Installer::install`] resumes at the same chunk.
-    pub fn resume_offset(&self, release: &VerifiedManifest) -> Result<u64> {
-        let m = release.manifest();
-        let target = self.boot.state()?.active.other();
-        let digest = hex::encode(release.authentic().digest());
-        Ok(match self.journal.load() {
-            Some(j) if j.manifest_sha256 == digest && j.slot == target => m
-                .chunk_range(j.chunks_done.min(m.chunk_count()))
-                .0
-                .min(m.image_size),
-            _ => 0,
-        })
     }
 
     /// Installs `release` from `source` into the inactive slot, then marks

@@ -203,6 +203,17 @@ impl ChunkSource for Counting {
     }
 }
 
+/// A reader that counts the bytes taken from it.
+struct CountingReader<'a>(io::Cursor<Vec<u8>>, &'a std::cell::Cell<u64>);
+
+impl io::Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.set(self.1.get() + n as u64);
+        Ok(n)
+    }
+}
+
 fn counting(bytes: &[u8]) -> Counting {
     Counting {
         bytes: bytes.to_vec(),
@@ -284,6 +295,37 @@ mod install {
             assert_eq!(report.reused_bytes, new.len() as u64 - CHUNK as u64);
             assert_eq!(std::fs::read(&f.slots.b.path).unwrap(), new);
         }
+    }
+
+    /// A ranged source (HTTP `Range`) opens a range only where chunks are
+    /// needed: an image with two changed chunks far apart costs two
+    /// ranges of one chunk each, not the whole image read and discarded.
+    #[test]
+    fn ranged_source_downloads_only_the_changed_chunks() {
+        let new = image(40, 1000, |i| match i {
+            5 => 0xbeef,
+            30 => 0xcafe,
+            _ => i as u64 * 31 + 1,
+        });
+        let f = Fixture::new();
+        let release = f.release(&new, 2);
+        let served = std::cell::Cell::new(0u64);
+        let opened = std::cell::RefCell::new(Vec::new());
+        let open = |at: u64| {
+            opened.borrow_mut().push(at);
+            let rest = new[usize::try_from(at).unwrap()..].to_vec();
+            Ok(CountingReader(io::Cursor::new(rest), &served))
+        };
+        let mut source = update::install::RangedSource::new(open, CHUNK as u64);
+        let report = f.installer().install(&release, &mut source).unwrap();
+        assert_eq!(report.downloaded_bytes, 2 * CHUNK as u64);
+        assert_eq!(*opened.borrow(), [5 * CHUNK as u64, 30 * CHUNK as u64]);
+        assert_eq!(
+            served.get(),
+            2 * CHUNK as u64,
+            "bytes taken from the ranges"
+        );
+        assert_eq!(std::fs::read(&f.slots.b.path).unwrap(), new);
     }
 
     #[test]
