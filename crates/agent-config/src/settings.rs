@@ -232,6 +232,11 @@ pub struct UpdateSettings {
     /// Seconds between the restart notice and the restart itself.
     #[schema(minimum = 0, maximum = 86400)]
     pub restart_notice_secs: u32,
+    /// Most bytes one install may download (metered links), after the
+    /// chunks reused from the active slot; 0: no limit. An install over
+    /// it is refused before anything is downloaded.
+    #[schema(minimum = 0, maximum = 1099511627776_u64)]
+    pub data_budget_bytes: u64,
 }
 
 /// Whether the interruption that finishes an update needs a confirmation.
@@ -257,6 +262,7 @@ impl Default for UpdateSettings {
             notify_available: true,
             restart: RestartMode::Automatic,
             restart_notice_secs: 300,
+            data_budget_bytes: 0,
         }
     }
 }
@@ -662,6 +668,12 @@ impl DeviceSettings {
             updates.restart_notice_secs,
             0,
             86_400,
+        )?;
+        check::range(
+            "updates.data_budget_bytes",
+            updates.data_budget_bytes,
+            0,
+            1 << 40,
         )?;
         if let Some(window) = &updates.window {
             if window.days.is_empty() {
@@ -1355,6 +1367,12 @@ mod tests {
         assert_eq!(p["jitter_secs"]["minimum"], 0);
         assert_eq!(p["jitter_secs"]["maximum"], 3600);
         assert_eq!(p["restart_notice_secs"]["maximum"], 86_400);
+        assert_eq!(p["data_budget_bytes"]["maximum"], 1_u64 << 40);
+        let err = with(r#"{"updates": {"data_budget_bytes": 1099511627777}}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::OutOfRange { field, .. } if field == "updates.data_budget_bytes"),
+            "{err}"
+        );
         let err = with(r#"{"updates": {"restart_notice_secs": 86401}}"#).unwrap_err();
         assert!(
             matches!(&err, Error::OutOfRange { field, .. } if field == "updates.restart_notice_secs"),

@@ -855,6 +855,7 @@ impl Updates {
     pub(crate) fn install(
         &self,
         release: &str,
+        data_budget: u64,
         before_write: &dyn Fn(&Manifest),
     ) -> Result<InstallSummary, InstallError> {
         let started = Instant::now();
@@ -865,9 +866,17 @@ impl Updates {
         let device = self.device()?;
         let verified = SignedManifest::verify(&wire, &self.trusted, self.threshold, &device)
             .map_err(update_error)?;
-        before_write(verified.manifest());
         let installer =
             Installer::new(&*self.boot, &self.slots, &self.dir).map_err(update_error)?;
+        if data_budget > 0 {
+            let needed = installer.bytes_to_fetch(&verified).map_err(update_error)?;
+            if needed > data_budget {
+                return Err(InstallError::Refused(format!(
+                    "release {release} needs {needed} bytes of download (after reusing what the active slot holds), over updates.data_budget_bytes ({data_budget})"
+                )));
+            }
+        }
+        before_write(verified.manifest());
         // The image is fetched in ranges (HTTP Range) where chunks are
         // needed: chunks reused from the active slot, or left verified in
         // the slot by an attempt cut mid-way, are not downloaded. Every
@@ -989,7 +998,12 @@ pub(crate) fn run_install(
     engine: &Updates,
     release: &str,
 ) -> Result<InstallSummary, InstallError> {
-    let result = engine.install(release, &|manifest| {
+    let budget = shared
+        .settings
+        .read()
+        .map(|s| s.settings.updates.data_budget_bytes)
+        .unwrap_or_default();
+    let result = engine.install(release, budget, &|manifest| {
         shared.notify(
             notify::Kind::UpdateAvailable,
             notify::Severity::Warning,

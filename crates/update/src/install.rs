@@ -269,6 +269,41 @@ impl<'a> Installer<'a> {
         &self.records
     }
 
+    /// Bytes an install of `release` would fetch from its source now: the
+    /// chunks after those an interrupted attempt left in the slot, less
+    /// those the active slot supplies. Checked against a data budget before
+    /// anything is downloaded.
+    pub fn bytes_to_fetch(&self, release: &VerifiedManifest) -> Result<u64> {
+        let m = release.manifest();
+        let state = self.boot.state()?;
+        let target = state.active.other();
+        let digest = hex::encode(release.authentic().digest());
+        let start = match self.journal.load() {
+            Some(j) if j.manifest_sha256 == digest && j.slot == target => j.chunks_done,
+            _ => 0,
+        }
+        .min(m.chunk_count());
+        let local = if self.options.reuse_active {
+            self.local_chunks(state.active, m)
+        } else {
+            None
+        };
+        let supplied = |i: u64, len: usize| {
+            local.as_ref().is_some_and(|(_, map)| {
+                m.chunks
+                    .get(usize::try_from(i).unwrap_or(usize::MAX))
+                    .and_then(|hash| map.get(hash))
+                    .is_some_and(|&(_, l)| l == len)
+            })
+        };
+        Ok((start..m.chunk_count())
+            .map(|i| m.chunk_range(i).1)
+            .enumerate()
+            .filter(|&(k, len)| !supplied(start + k as u64, len))
+            .map(|(_, len)| len as u64)
+            .sum())
+    }
+
     /// Installs `release` from `source` into the inactive slot, then marks
     /// it "try once". Resumes an interrupted install of the same release
     /// into the same slot. Order: refuse an over-long source; forget the

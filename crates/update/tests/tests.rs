@@ -317,6 +317,11 @@ mod install {
             Ok(CountingReader(io::Cursor::new(rest), &served))
         };
         let mut source = update::install::RangedSource::new(open, CHUNK as u64);
+        assert_eq!(
+            f.installer().bytes_to_fetch(&release).unwrap(),
+            2 * CHUNK as u64,
+            "the estimate a data budget is checked against"
+        );
         let report = f.installer().install(&release, &mut source).unwrap();
         assert_eq!(report.downloaded_bytes, 2 * CHUNK as u64);
         assert_eq!(*opened.borrow(), [5 * CHUNK as u64, 30 * CHUNK as u64]);

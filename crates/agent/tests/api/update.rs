@@ -718,6 +718,60 @@ async fn automatic_restart_comes_after_its_notice() {
     );
 }
 
+/// A metered link: an install that would download more than
+/// `updates.data_budget_bytes` is refused before any image byte is
+/// fetched or the user is told of an interruption; within the budget it
+/// goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_over_the_data_budget_is_refused_before_downloading() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let agent = device.start_with(rig.file(&device)).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    let budget = rig.good.len() as u64 - 1;
+    let changed = support::put_settings(
+        &mut owner,
+        json!({"updates": {"data_budget_bytes": budget}}),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let refused = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        refused.body
+    );
+    let message = refused.body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("data_budget_bytes") && message.contains(&rig.good.len().to_string()),
+        "{message}"
+    );
+    assert_eq!(rig.server.take_served(), 0, "image bytes fetched");
+    assert!(!rig.slot_b.exists(), "slot B was written");
+    assert!(
+        support::notifications(&mut owner)
+            .await
+            .iter()
+            .all(|n| n["severity"] != "warning"),
+        "the user was warned of an install that did not happen"
+    );
+    let changed = support::put_settings(
+        &mut owner,
+        json!({"updates": {"data_budget_bytes": rig.good.len()}}),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(rig.server.take_served(), rig.good.len() as u64);
+    agent.shutdown().await;
+}
+
 /// A trial that verifies but fails a configured health check is not
 /// committed: the agent reports it (fail-safe, with the check's evidence),
 /// the floor stays, and the next power-on returns to slot A.
