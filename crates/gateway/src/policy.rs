@@ -217,6 +217,38 @@ pub struct Rate {
     pub bytes_per_second: u32,
 }
 
+impl Rate {
+    /// A rate from optional `<prefix>.<messages_key>` and
+    /// `<prefix>.bytes_per_second` values, falling back to `default`; each
+    /// in 1..=2^32-1, bytes at least `min_bytes` (one largest frame or
+    /// datagram, which could otherwise never pass).
+    pub(crate) fn checked(
+        prefix: &str,
+        messages_key: &str,
+        (messages, bytes): (Option<u64>, Option<u64>),
+        default: Rate,
+        min_bytes: u64,
+    ) -> Result<Self> {
+        let max = u64::from(u32::MAX);
+        Ok(Self {
+            messages_per_second: to_u32(ranged(
+                &format!("{prefix}.{messages_key}"),
+                messages,
+                u64::from(default.messages_per_second),
+                1,
+                max,
+            )?),
+            bytes_per_second: to_u32(ranged(
+                &format!("{prefix}.bytes_per_second"),
+                bytes,
+                u64::from(default.bytes_per_second),
+                min_bytes,
+                max,
+            )?),
+        })
+    }
+}
+
 /// The rules that apply to one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {

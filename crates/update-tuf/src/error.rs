@@ -239,6 +239,32 @@ pub(crate) enum FetchFailure {
     Tls(String),
 }
 
+impl FetchFailure {
+    /// Our error for this verdict on `url`.
+    fn to_error(&self, url: String) -> Error {
+        match self {
+            FetchFailure::Slow {
+                bytes,
+                window,
+                min_bytes_per_sec,
+            } => Error::SlowRetrieval {
+                url,
+                bytes: *bytes,
+                window: *window,
+                min_bytes_per_sec: *min_bytes_per_sec,
+            },
+            FetchFailure::Deadline { deadline } => Error::DeadlineExceeded {
+                url,
+                deadline: *deadline,
+            },
+            FetchFailure::Tls(detail) => Error::Tls {
+                url,
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
 /// A transport failure outside tough's reader (ranged downloads): our own
 /// rate, deadline and TLS verdicts keep their variants.
 pub(crate) fn classify_transport(err: &tough::TransportError) -> Error {
@@ -246,26 +272,7 @@ pub(crate) fn classify_transport(err: &tough::TransportError) -> Error {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cause {
         if let Some(f) = e.downcast_ref::<FetchFailure>() {
-            return match f {
-                FetchFailure::Slow {
-                    bytes,
-                    window,
-                    min_bytes_per_sec,
-                } => Error::SlowRetrieval {
-                    url,
-                    bytes: *bytes,
-                    window: *window,
-                    min_bytes_per_sec: *min_bytes_per_sec,
-                },
-                FetchFailure::Deadline { deadline } => Error::DeadlineExceeded {
-                    url,
-                    deadline: *deadline,
-                },
-                FetchFailure::Tls(detail) => Error::Tls {
-                    url,
-                    detail: detail.clone(),
-                },
-            };
+            return f.to_error(url);
         }
         cause = e.source();
     }
@@ -291,26 +298,7 @@ pub(crate) fn classify(err: &tough::error::Error) -> Error {
     };
     while let Some(e) = cause {
         if let Some(f) = e.downcast_ref::<FetchFailure>() {
-            return match f {
-                FetchFailure::Slow {
-                    bytes,
-                    window,
-                    min_bytes_per_sec,
-                } => Error::SlowRetrieval {
-                    url,
-                    bytes: *bytes,
-                    window: *window,
-                    min_bytes_per_sec: *min_bytes_per_sec,
-                },
-                FetchFailure::Deadline { deadline } => Error::DeadlineExceeded {
-                    url,
-                    deadline: *deadline,
-                },
-                FetchFailure::Tls(detail) => Error::Tls {
-                    url,
-                    detail: detail.clone(),
-                },
-            };
+            return f.to_error(url);
         }
         if let Some(t) = e.downcast_ref::<T>() {
             match t {

@@ -100,9 +100,7 @@ pub(crate) async fn install(
     shared
         .authorize_destructive(&caller, Permission::InstallUpdate, request.current_password)
         .await?;
-    let updates = shared.updates.clone().ok_or_else(|| {
-        ApiError::Conflict("updates are not configured on this device ([update])".into())
-    })?;
+    let updates = engine(&shared)?;
     if !updates.has_repository() {
         return Err(ApiError::Conflict(
             "no update repository is configured ([update.repository])".into(),
@@ -149,6 +147,13 @@ pub(crate) async fn install(
             Err(install_error(e))
         }
     }
+}
+
+/// The update engine, or 409 when the boot file has no `[update]`.
+fn engine(shared: &Shared) -> ApiResult<Arc<crate::updates::Updates>> {
+    shared.updates.clone().ok_or_else(|| {
+        ApiError::Conflict("updates are not configured on this device ([update])".into())
+    })
 }
 
 fn install_error(e: InstallError) -> ApiError {
@@ -200,9 +205,7 @@ pub(crate) async fn restart(
     shared
         .authorize_destructive(&caller, Permission::InstallUpdate, request.current_password)
         .await?;
-    let updates = shared.updates.clone().ok_or_else(|| {
-        ApiError::Conflict("updates are not configured on this device ([update])".into())
-    })?;
+    let updates = engine(&shared)?;
     if !updates.can_restart() {
         return Err(ApiError::Conflict(
             "no update.restart_command is configured: restart the device by hand".into(),
@@ -255,9 +258,7 @@ pub(crate) async fn restart(
     )
 )]
 pub(crate) async fn check(State(shared): State<Arc<Shared>>) -> ApiResult<Json<CheckOutcome>> {
-    let updates = shared.updates.clone().ok_or_else(|| {
-        ApiError::Conflict("updates are not configured on this device ([update])".into())
-    })?;
+    let updates = engine(&shared)?;
     if !updates.has_repository() {
         return Err(ApiError::Conflict(
             "no update repository is configured ([update.repository])".into(),

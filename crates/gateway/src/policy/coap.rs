@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::modbus::{Cidr, check_device_source};
-use super::{Rate, invalid, ranged, to_u32, to_usize};
+use super::{Rate, invalid, ranged, to_usize};
 use crate::Result;
 use crate::coap::codec::{MAX_DATAGRAM, MAX_PATH_SEGMENTS, MAX_SEGMENT, Method};
 
@@ -224,25 +224,16 @@ impl CoapPolicy {
                 16 << 20,
             )?),
         };
-        let rate_field = |field: &str, value: Option<u64>, default: u64, min: u64| {
-            ranged(field, value, default, min, u64::from(u32::MAX)).map(to_u32)
-        };
-        // Bytes at least one largest datagram, which could otherwise
-        // never pass.
-        let section = Rate {
-            messages_per_second: rate_field(
-                "coap.datagrams_per_second",
-                file.datagrams_per_second,
-                20,
-                1,
-            )?,
-            bytes_per_second: rate_field(
-                "coap.bytes_per_second",
-                file.bytes_per_second,
-                16_384,
-                MAX_DATAGRAM as u64,
-            )?,
-        };
+        let section = Rate::checked(
+            "coap",
+            "datagrams_per_second",
+            (file.datagrams_per_second, file.bytes_per_second),
+            Rate {
+                messages_per_second: 20,
+                bytes_per_second: 16_384,
+            },
+            MAX_DATAGRAM as u64,
+        )?;
         let mut devices = Vec::with_capacity(file.devices.len());
         let mut names = HashSet::new();
         let mut sources = HashSet::new();
@@ -292,20 +283,13 @@ impl CoapPolicy {
                         ),
                     )
                 })?;
-            let rate = Rate {
-                messages_per_second: rate_field(
-                    &format!("{field}.datagrams_per_second"),
-                    d.datagrams_per_second,
-                    u64::from(section.messages_per_second),
-                    1,
-                )?,
-                bytes_per_second: rate_field(
-                    &format!("{field}.bytes_per_second"),
-                    d.bytes_per_second,
-                    u64::from(section.bytes_per_second),
-                    MAX_DATAGRAM as u64,
-                )?,
-            };
+            let rate = Rate::checked(
+                &field,
+                "datagrams_per_second",
+                (d.datagrams_per_second, d.bytes_per_second),
+                section,
+                MAX_DATAGRAM as u64,
+            )?;
             devices.push(CoapDevice {
                 name: d.name,
                 source,

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Rate, invalid, ranged, to_u32};
+use super::{Rate, invalid, ranged};
 use crate::Result;
 use crate::modbus::codec::MAX_FRAME;
 
@@ -177,12 +177,6 @@ impl Default for ModbusPolicy {
     }
 }
 
-/// A rate field: `per_second` in 1..=2^32-1 (bytes at least one largest
-/// frame, which could otherwise never pass).
-fn rate_field(field: &str, value: Option<u64>, default: u64, min: u64) -> Result<u32> {
-    ranged(field, value, default, min, u64::from(u32::MAX)).map(to_u32)
-}
-
 impl ModbusPolicy {
     /// The device whose source contains `ip`, longest prefix first;
     /// `None`: unknown, refused.
@@ -199,20 +193,16 @@ impl ModbusPolicy {
     }
 
     pub(super) fn validate(file: ModbusFile) -> Result<Self> {
-        let section = Rate {
-            messages_per_second: rate_field(
-                "modbus.requests_per_second",
-                file.requests_per_second,
-                50,
-                1,
-            )?,
-            bytes_per_second: rate_field(
-                "modbus.bytes_per_second",
-                file.bytes_per_second,
-                16_384,
-                MAX_FRAME as u64,
-            )?,
-        };
+        let section = Rate::checked(
+            "modbus",
+            "requests_per_second",
+            (file.requests_per_second, file.bytes_per_second),
+            Rate {
+                messages_per_second: 50,
+                bytes_per_second: 16_384,
+            },
+            MAX_FRAME as u64,
+        )?;
         let first_request_timeout = Duration::from_secs(ranged(
             "modbus.first_request_timeout_secs",
             file.first_request_timeout_secs,
@@ -289,20 +279,13 @@ impl ModbusPolicy {
                 }
                 ranges.insert(f, rs);
             }
-            let rate = Rate {
-                messages_per_second: rate_field(
-                    &format!("{field}.requests_per_second"),
-                    d.requests_per_second,
-                    u64::from(section.messages_per_second),
-                    1,
-                )?,
-                bytes_per_second: rate_field(
-                    &format!("{field}.bytes_per_second"),
-                    d.bytes_per_second,
-                    u64::from(section.bytes_per_second),
-                    MAX_FRAME as u64,
-                )?,
-            };
+            let rate = Rate::checked(
+                &field,
+                "requests_per_second",
+                (d.requests_per_second, d.bytes_per_second),
+                section,
+                MAX_FRAME as u64,
+            )?;
             devices.push(ModbusDevice {
                 name: d.name,
                 source,
