@@ -326,5 +326,10 @@ async fn a_quarantined_device_reaches_only_its_recovery_path() {
     assert_eq!(forwarded.accepted_total(), 1, "forwarded in quarantine");
     assert!(quarantine.release("reader", now()).unwrap());
     client(&gw, "127.0.0.1", &["-m", "get"], ".well-known/core").await;
-    assert_eq!(forwarded.accepted_total(), 2, "not forwarded after release");
+    // At least once: the large answer is held back (amplification limit),
+    // so coap-client may retransmit its Confirmable request.
+    assert!(
+        forwarded.accepted_total() >= 2,
+        "not forwarded after release"
+    );
 }
