@@ -13,11 +13,18 @@
 #    images, each in its own process;
 # 4. adaptive update: bytes read from the source when 1 % of the chunks
 #    changed, the rest copied from the active slot;
-# 5. start-up integrity check of a 256 MiB slot against `openssl dgst`.
+# 5. start-up integrity check of a 256 MiB slot against `openssl dgst`;
+# 6. adaptive update over HTTP, as the agent fetches it: releases 1 and 2
+#    published in a TUF repository served by nginx on loopback, release 2
+#    installed through the TUF client with Range requests only where
+#    chunks are needed; the bytes on the wire are nginx's
+#    ($body_bytes_sent in its access log), for 1 % of the chunks changed
+#    spread out, 1 % in one run, and 10 % spread out.
 # Installs rauc, swupdate, squashfs-tools, hyperfine, cpio (to pack the
-# .swu), time and jq from Debian when missing (as root). Needs about
-# 12 GiB free under TMPDIR; everything goes in one temporary directory,
-# removed at the end. RUNS sets hyperfine's runs per command (default 5),
+# .swu), time, jq and nginx-light from Debian when missing (as root).
+# Needs about 12 GiB free under TMPDIR; everything goes in one temporary
+# directory, removed at the end (nginx, started on a free loopback port,
+# is stopped then too). RUNS sets hyperfine's runs per command (default 5),
 # CHUNK the chunk size of our manifests (default 256 KiB); IMAGE_MIB and
 # BIG_MIB (1024 and 4096) shrink the images for a quick trial of the script.
 set -euo pipefail
@@ -30,7 +37,7 @@ big_mib="${BIG_MIB:-4096}"
 
 echo "== packages"
 need=()
-for p in rauc swupdate squashfs-tools hyperfine cpio time jq; do
+for p in rauc swupdate squashfs-tools hyperfine cpio time jq nginx-light; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -53,7 +60,14 @@ bench=$(cargo bench -q -p update --bench update --no-run --message-format=json 2
 [ -x "$bench" ] || { echo "bench binary not found" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/update-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# Stops step 6's nginx (its master's pid file), then removes everything.
+cleanup() {
+  if [ -s "$work/nginx/nginx.pid" ]; then
+    kill -QUIT "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 img="$work/image.img"
 pub="$work/publisher"
 
@@ -154,8 +168,9 @@ hyperfine --warmup 1 --runs "$runs" --style none --export-json "$work/install.js
   -n "bulwark install" "$bench install $pub/trusted.json $pub/manifest-v1.json $img $dev" \
   >/dev/null
 table "$work/install.json" "openssl dgst -sha256 && cp"
-echo "(our install: verify the manifest, read, hash (all cores) and write each chunk batch,"
-echo " flush every 32 MiB and at the end, re-read and verify the whole slot, mark it)"
+echo "(our install: verify the manifest; a pipeline reads chunks while one worker per core"
+echo " hashes and writes each verified chunk; flush every 32 MiB in the background and at the"
+echo " end, re-read and verify the whole slot, mark it)"
 rm -rf "$work/slot-cp" "$work/rauc" "$work/swu" "$work/bundle.raucb" "$work/bundle.swu" "$dev"
 
 echo "== 3. peak resident memory of an install (VmHWM; /usr/bin/time maximum RSS)"
@@ -191,4 +206,66 @@ hyperfine -N --warmup 1 --runs "$((runs * 2))" --style none --export-json "$work
   -n "bulwark start-up check" "$bench startup $work/pub-256m/trusted.json $work/device-256m b" \
   >/dev/null
 table "$work/startup.json" "openssl dgst -sha256"
+rm -rf "$work/image-256m.img" "$work/pub-256m" "$work/device-256m"
+
+echo "== 6. adaptive update over HTTP: TUF repository served by nginx $(nginx -v 2>&1 | cut -d/ -f2) on loopback"
+ng="$work/nginx"
+mkdir -p "$ng/www"
+# A free port: try random ones until nginx binds.
+port=
+for _ in $(seq 20); do
+  try=$((20000 + RANDOM % 40000))
+  cat >"$ng/nginx.conf" <<EOF
+# The temporary directory is root's alone (mode 700): workers run as root.
+user root;
+worker_processes 1;
+pid $ng/nginx.pid;
+error_log $ng/error.log;
+events { worker_connections 64; }
+http {
+  types { application/json json; }
+  default_type application/octet-stream;
+  sendfile on;
+  client_body_temp_path $ng/body;
+  log_format bench '\$request_uri \$status \$body_bytes_sent "\$http_range"';
+  server {
+    listen 127.0.0.1:$try;
+    root $ng/www;
+    access_log $ng/access.log bench;
+  }
+}
+EOF
+  if nginx -e "$ng/error.log" -c "$ng/nginx.conf" 2>/dev/null; then port=$try && break; fi
+done
+[ -n "$port" ] || { echo "nginx did not start:" >&2; cat "$ng/error.log" >&2; exit 1; }
+echo "(release 1 installed over HTTP and committed, then release 2 through the TUF"
+echo " client and RangedSource as the agent's Updates::install does, range gap 256 KiB;"
+echo " wire = nginx's \$body_bytes_sent for release 2's image, ours = downloaded_bytes)"
+printf '%-15s %11s %11s %12s %8s %6s %12s %7s\n' \
+  changed "image bytes" chunks "wire bytes" requests ranges "ours bytes" "wire %"
+for run in "1 spread" "1 contiguous" "10 spread"; do
+  read -r percent layout <<<"$run"
+  name="p$percent-$layout"
+  out=$("$bench" adaptive-http "$img" "$ng/www/$name" "$chunk" "$percent" "$layout" \
+    "http://127.0.0.1:$port/$name/www/")
+  # The bench's key=value line, then nginx's count for release 2's image
+  # (served as targets/<sha256>.release-2.image).
+  declare "$(tr ' ' '\n' <<<"$out" | grep -E '^image_bytes=[0-9]+$')"
+  declare "$(tr ' ' '\n' <<<"$out" | grep -E '^chunks=[0-9]+$')"
+  declare "$(tr ' ' '\n' <<<"$out" | grep -E '^changed=[0-9]+$')"
+  declare "$(tr ' ' '\n' <<<"$out" | grep -E '^downloaded_bytes=[0-9]+$')"
+  read -r wire requests ranges full < <(awk -v dir="/$name/www/targets/" \
+    'index($1, dir) == 1 && $1 ~ /\.release-2\.image$/ {
+       bytes += $3; n++; if ($4 != "\"-\"") r++ }
+     index($1, dir) == 1 && $1 ~ /\.release-1\.image$/ {full += $3}
+     END {printf "%.0f %d %d %.0f\n", bytes, n, r, full}' "$ng/access.log")
+  # Release 1 was downloaded whole: the log must show exactly the image.
+  [ "$full" = "$image_bytes" ] \
+    || { echo "nginx logged $full bytes for release 1, not $image_bytes" >&2; exit 1; }
+  printf '%-15s %11s %11s %12s %8s %6s %12s %6.2f%%\n' "$percent % $layout" \
+    "$image_bytes" "$changed/$chunks" "$wire" "$requests" "$ranges" "$downloaded_bytes" \
+    "$(awk -v w="$wire" -v s="$image_bytes" 'BEGIN {print w * 100 / s}')"
+  rm -rf "${ng:?}/www/$name"
+done
+kill -QUIT "$(cat "$ng/nginx.pid")" && rm -f "$ng/nginx.pid"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -38,8 +38,11 @@ pub const MTLS_SCHEME: &str = "mtls";
 
 /// The routes that answer in fail-safe mode: status, sign-in and claim,
 /// the API document, the notification list (the alert path), and the
-/// update routes (the recovery channel).
-pub const FAIL_SAFE_ROUTES: [(&str, &str); 10] = [
+/// update routes (the recovery channel), but not the anti-rollback
+/// override `danger_rollback`: recovery needs a release the floor allows,
+/// and a device that failed its integrity check is no place to reopen a
+/// way back to old software.
+pub const FAIL_SAFE_ROUTES: [(&str, &str); 11] = [
     ("GET", "/api/v1/status"),
     ("POST", "/api/v1/session"),
     ("DELETE", "/api/v1/session"),
@@ -47,6 +50,7 @@ pub const FAIL_SAFE_ROUTES: [(&str, &str); 10] = [
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/notifications"),
     ("GET", "/api/v1/update/status"),
+    ("GET", "/api/v1/update/progress"),
     ("POST", "/api/v1/update/install"),
     ("POST", "/api/v1/update/check"),
     ("POST", "/api/v1/update/restart"),

@@ -44,6 +44,7 @@ pub mod error;
 mod extract;
 pub mod guard;
 pub mod interfaces;
+mod progress;
 mod serve;
 mod state;
 mod updates;

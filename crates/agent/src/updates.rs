@@ -6,7 +6,7 @@
 //!   provisioned root and opens the boot loader.
 //! - [`Updates::startup_check`] runs before any listener starts: it checks
 //!   the booted slot against the signed manifest it was installed from
-//!   ([`update::commit::confirm_boot_with_health`]), commits a trial that
+//!   ([`update::commit::confirm_boot_with_waiver`]), commits a trial that
 //!   verifies and passes the `[[update.health_checks]]` (raising
 //!   the security floor) and, on a mismatch, puts the agent in fail-safe
 //!   mode, which only a restart after a good check ends. Its outcome,
@@ -22,6 +22,9 @@
 //!   it finds the newest release that verifies for this device, announces
 //!   it once, and installs it when the settings' `updates` policy allows it
 //!   now, through the same [`run_install`] path as the install route.
+//! - [`danger`] is the owner's audited override of anti-rollback for one
+//!   exact release; the start-up check refuses any other slot below the
+//!   security floor as a rollback.
 //!
 //! Design decisions:
 //! - Release files are two TUF targets named after the release
@@ -46,7 +49,6 @@
 //!   side of telling the user.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -58,9 +60,9 @@ use anyhow::Context;
 use serde::Serialize;
 use update::anti_rollback::{CounterBackedFloor, MonotonicCounter, SecurityFloor};
 use update::boot::{BootControl, FileBootControl, GrubEnv, SlotName, Slots, UBootEnv};
-use update::commit::{BootOutcome, Trust, confirm_boot_with_health};
+use update::commit::{BootOutcome, Trust, confirm_boot_with_waiver};
 use update::health::HealthCheck;
-use update::install::{Installer, RangedSource};
+use update::install::{Installer, RANGE_GAP, RangedSource};
 use update::integrity::{MeasurementSink, StartupMeasurement};
 use update::manifest::{Device, Manifest, SignedManifest, TrustedKeys};
 use update::records::SlotRecords;
@@ -68,7 +70,10 @@ use utoipa::ToSchema;
 
 use store::eventlog::{Event, Outcome, Severity};
 
+use crate::progress::{InstallProgressView, RunningInstall};
 use crate::state::Shared;
+
+pub(crate) mod danger;
 
 /// Where update state lives under the agent's state directory.
 pub const DIR: &str = "update";
@@ -82,10 +87,6 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// Largest provisioned root metadata read.
 const MAX_ROOT_FILE: u64 = 1024 * 1024;
-
-/// Largest run of reused bytes read through rather than skipped with a
-/// new range request (each costs a round trip, and over TLS a handshake).
-const RANGE_GAP: u64 = 256 * 1024;
 
 /// How long `update.restart_command` may run.
 const RESTART_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -352,7 +353,9 @@ pub(crate) struct Updates {
     floor: Box<dyn SecurityFloor>,
     repository: Option<Repository>,
     finding: RwLock<Option<String>>,
-    installing: AtomicBool,
+    /// The install that runs now: the one-install-at-a-time flag, and
+    /// its progress.
+    running: Mutex<Option<RunningInstall>>,
     last_install: Mutex<Option<InstallSummary>>,
     /// Version code of the release last announced as available.
     announced: Mutex<Option<u64>>,
@@ -366,6 +369,9 @@ pub(crate) struct Updates {
     pending_restart: Mutex<Option<tokio::task::AbortHandle>>,
     /// Where the start-up check's outcome is measured (a TPM PCR).
     measurement: Option<Box<dyn MeasurementSink>>,
+    /// The manifest digest of the release whose anti-rollback the owner
+    /// waived, only while the danger route installs it ([`danger`]).
+    armed_waiver: Mutex<Option<update::manifest::Digest>>,
 }
 
 impl std::fmt::Debug for Updates {
@@ -384,7 +390,8 @@ pub(crate) struct InstallGuard(Arc<Updates>);
 
 impl Drop for InstallGuard {
     fn drop(&mut self) {
-        self.0.installing.store(false, Ordering::Release);
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        *running = None;
     }
 }
 
@@ -474,7 +481,7 @@ impl Updates {
             },
             repository,
             finding: RwLock::new(None),
-            installing: AtomicBool::new(false),
+            running: Mutex::new(None),
             last_install: Mutex::new(None),
             announced: Mutex::new(None),
             health: section
@@ -490,6 +497,7 @@ impl Updates {
             restart_command: section.restart_command.clone(),
             pending_restart: Mutex::new(None),
             measurement,
+            armed_waiver: Mutex::new(None),
         })
     }
 
@@ -510,13 +518,14 @@ impl Updates {
     /// enters fail-safe mode: an unverifiable system is not trusted.
     pub(crate) fn startup_check(&self) -> Startup {
         let outcome = self.records().and_then(|records| {
-            confirm_boot_with_health(
+            confirm_boot_with_waiver(
                 &*self.boot,
                 &self.slots,
                 &records,
                 &*self.floor,
                 self.trust(),
                 &self.health,
+                Some(&self.waiver_file()),
             )
         });
         self.measure(&outcome);
@@ -604,12 +613,39 @@ impl Updates {
         self.repository.is_some()
     }
 
-    /// Takes the install flag; `None` while another install runs.
-    pub(crate) fn try_begin(self: &Arc<Self>) -> Option<InstallGuard> {
-        self.installing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| InstallGuard(self.clone()))
+    /// Takes the install flag for an install of `release`; `None` while
+    /// another install runs.
+    pub(crate) fn try_begin(self: &Arc<Self>, release: &str) -> Option<InstallGuard> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            return None;
+        }
+        *running = Some(RunningInstall::new(release));
+        Some(InstallGuard(self.clone()))
+    }
+
+    /// The running install's progress, or the last install's outcome.
+    pub(crate) fn progress(&self) -> InstallProgressView {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let last = self.last_install.lock().ok().and_then(|l| l.clone());
+        InstallProgressView::new(running, last)
+    }
+
+    /// The counters of the running install (fresh ones when the caller
+    /// did not take the flag through [`Self::try_begin`]).
+    fn progress_counters(&self) -> Arc<update::InstallProgress> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or_else(
+                || Arc::new(update::InstallProgress::new()),
+                |r| r.progress(),
+            )
     }
 
     /// Keeps `summary` as the last install report.
@@ -864,10 +900,10 @@ impl Updates {
             .fetch_target(&manifest_target(release))
             .map_err(tuf_error)?;
         let device = self.device()?;
-        let verified = SignedManifest::verify(&wire, &self.trusted, self.threshold, &device)
-            .map_err(update_error)?;
-        let installer =
-            Installer::new(&*self.boot, &self.slots, &self.dir).map_err(update_error)?;
+        let verified = self.verify_for_install(&wire, &device)?;
+        let installer = Installer::new(&*self.boot, &self.slots, &self.dir)
+            .map_err(update_error)?
+            .with_progress(self.progress_counters());
         if data_budget > 0 {
             let needed = installer.bytes_to_fetch(&verified).map_err(update_error)?;
             if needed > data_budget {
@@ -883,13 +919,15 @@ impl Updates {
         // chunk is still checked against the signed manifest before it is
         // written.
         let image = image_target(release);
-        let open = |at: u64| {
+        let open = |at: u64, end: Option<u64>| {
             if at > 0 {
-                tracing::info!(release, offset = at, "image download from an offset");
+                tracing::info!(release, offset = at, end, "image download from an offset");
             }
-            client
-                .open_target_from(&image, at)
-                .map_err(|e| std::io::Error::other(e.to_string()))
+            match end {
+                Some(end) => client.open_target_range(&image, at, end),
+                None => client.open_target_from(&image, at),
+            }
+            .map_err(|e| std::io::Error::other(e.to_string()))
         };
         let mut source = RangedSource::new(open, RANGE_GAP);
         let report = installer
@@ -1186,7 +1224,7 @@ pub(crate) fn check_once(shared: &Arc<Shared>) -> Result<CheckOutcome, InstallEr
     if !may_install_automatically(&policy, &zone, jiff::Timestamp::now()) {
         return Ok(outcome);
     }
-    let Some(guard) = updates.try_begin() else {
+    let Some(guard) = updates.try_begin(&newest.release) else {
         tracing::info!(release = %newest.release, "automatic install deferred: another install is running");
         return Ok(outcome);
     };

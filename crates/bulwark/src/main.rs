@@ -4,6 +4,7 @@
 //! hardening, and maps errors to exit codes; each subcommand lives in its
 //! own module and the work itself in the library crates.
 
+mod api_client;
 mod cmd;
 mod keystore;
 
@@ -53,8 +54,9 @@ enum Command {
     #[cfg(feature = "maker")]
     #[command(subcommand)]
     Comply(cmd::comply::ComplyCommand),
-    /// Secure updates: the publisher's repository.
-    #[cfg(feature = "maker")]
+    /// Secure updates: this device's status, check, install with
+    /// progress, restart and policy through its agent; the publisher's
+    /// repository (maker builds).
     #[command(subcommand)]
     Update(cmd::update::UpdateCommand),
     /// Black-box ISO/IEC 27402 conformance assessment of a device over the
@@ -90,8 +92,7 @@ fn main() -> ExitCode {
         Command::Log(c) => cmd::log::run(&cli.state_dir, c),
         #[cfg(feature = "gateway")]
         Command::Gateway(c) => cmd::gateway::run(&cli.state_dir, c),
-        #[cfg(feature = "maker")]
-        Command::Update(c) => cmd::update::run(c),
+        Command::Update(c) => cmd::update::run(&cli.state_dir, c),
         #[cfg(feature = "maker")]
         Command::Assess(args) => {
             return match cmd::assess::run(args) {

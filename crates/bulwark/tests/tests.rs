@@ -4,6 +4,7 @@
 //! - `tpm`, `pkcs11`, `mtls`: the same against swtpm, SoftHSM2 and
 //!   tpm2-pkcs11 (compiled with `--all-features`, as scripts/test.sh does);
 //! - `gateway`: `bulwark gateway` with a real libcoap server, SIGHUP reload;
+//! - `update`: `bulwark update` on the device against a real agent process;
 //! - `docs`: ARCHITECTURE.md matches `crates/`, docs/traceability.md names
 //!   only tests and files that exist.
 
@@ -22,6 +23,8 @@ mod mtls;
 mod pkcs11;
 #[cfg(feature = "tpm")]
 mod tpm;
+#[cfg(feature = "maker")]
+mod update;
 
 /// Without both hardware backends compiled in, their tests do not exist:
 /// fail loudly instead of passing with less coverage than claimed.

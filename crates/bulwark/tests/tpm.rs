@@ -133,48 +133,9 @@ fn nv_indices(tpm: &Swtpm) -> Vec<u32> {
 }
 
 /// Runs `bulwark agent --config <config>` until it says it serves, then
-/// stops it; returns what it printed.
-fn run_agent_once(state: &std::path::Path, config: &std::path::Path) -> String {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .args(["agent", "--config", config.to_str().unwrap()])
-        .env("BULWARK_STATE_DIR", state)
-        .env("TSS2_LOG", "all+none")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bulwark agent");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = String::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let ready = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains("stop with Ctrl-C") {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
-    };
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("wait for bulwark agent");
-    assert!(
-        ready,
-        "the agent did not come up:\n{seen}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    seen
+/// stops it.
+fn run_agent_once(state: &std::path::Path, config: &std::path::Path) {
+    crate::update::start_agent(state, config).stop();
 }
 
 #[test]
@@ -280,6 +241,65 @@ fn agent_backs_the_update_floor_and_measures_start_up_with_the_tpm() {
     run_agent_once(&state, &elsewhere);
     assert_eq!(pcr(&tpm, 14), once);
     assert_eq!(pcr(&tpm, 13), twice, "PCR 13 is left alone");
+}
+
+/// A release installed with `bulwark update install` and booted: the
+/// start-up check verifies slot b against its signed manifest and extends
+/// PCR 13 with that outcome, which a verifier recomputes from the
+/// documented layout and the manifest's payload digest (after the failed
+/// check of the blank slot a on the first start).
+#[test]
+fn a_verified_slot_is_measured_into_the_pcr() {
+    use crate::update::{Unit, succeeds};
+    let tpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let image: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let unit = Unit::new(
+        dir.path(),
+        &format!("tpm:{}", tpm.tcti()),
+        &[("r1", "1.0.0", &image)],
+    );
+    let agent = unit.start();
+    unit.claim();
+    let agent = unit.install_and_boot(agent, "r1");
+    let status = succeeds(&unit.run(&["update", "status", "--json"]), "status");
+    agent.stop();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["fail_safe"], false, "{status}");
+    assert_eq!(status["boot"]["booted"], "b", "{status}");
+    assert_eq!(status["security_floor"], 1, "{status}");
+
+    // The verifier's side: the manifest's payload digest from the
+    // published target, and the two measurements in order.
+    let wire = std::fs::read(p("www").join("targets").join("r1.manifest.json"))
+        .or_else(|_| {
+            // Consistent snapshots prefix target names with their hash.
+            std::fs::read_dir(p("www").join("targets"))
+                .unwrap()
+                .filter_map(Result::ok)
+                .find(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .ends_with(".r1.manifest.json")
+                })
+                .map(|e| std::fs::read(e.path()))
+                .expect("r1.manifest.json among the published targets")
+        })
+        .unwrap();
+    let wire: serde_json::Value = serde_json::from_slice(&wire).unwrap();
+    let payload = data_encoding::BASE64
+        .decode(wire["payload"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let failed_a = sha256(&[STARTUP_DOMAIN, b"A", &[2], &[0; 32]].concat());
+    let verified_b = sha256(&[STARTUP_DOMAIN, b"B", &[1], &sha256(&payload)].concat());
+    let first = sha256(&[[0; 32], failed_a].concat());
+    let expected = sha256(&[first, verified_b].concat());
+    assert_eq!(
+        pcr(&tpm, 13),
+        expected,
+        "PCR 13 = the failed blank slot a, then the verified slot b"
+    );
 }
 
 /// The measurement's domain, as `update::integrity` documents it; the

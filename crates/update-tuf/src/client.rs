@@ -399,6 +399,28 @@ impl Client {
     /// the signed manifest's chunk hashes (and a final re-read of the
     /// slot).
     pub fn open_target_from(&self, name: &str, offset: u64) -> Result<TargetReader<'_>> {
+        self.open_ranged(name, offset, None)
+    }
+
+    /// Opens bytes `start..end` of target `name`, for a download of only
+    /// the parts a consumer needs (the update installer's chunks that the
+    /// active slot does not hold): asks for
+    /// `Range: bytes=<start>-<end-1>` and yields exactly `end - start`
+    /// bytes. A `206` whose `Content-Range` is not
+    /// `bytes <start>-<end-1>/<length>` is refused; a server that ignores
+    /// the range (`200`) is read from the start, the first `start` bytes
+    /// discarded and the transfer dropped at `end`. A range that is empty
+    /// or reaches past the signed length is refused before any request.
+    ///
+    /// As with [`Client::open_target_from`], no hash covers the range:
+    /// the consumer must verify every byte itself.
+    pub fn open_target_range(&self, name: &str, start: u64, end: u64) -> Result<TargetReader<'_>> {
+        self.open_ranged(name, start, Some(end))
+    }
+
+    /// [`Client::open_target_from`] (`end: None`) and
+    /// [`Client::open_target_range`].
+    fn open_ranged(&self, name: &str, offset: u64, end: Option<u64>) -> Result<TargetReader<'_>> {
         self.check_expiry()?;
         let info = self.target(name)?;
         if offset > info.length {
@@ -410,6 +432,19 @@ impl Client {
                 ),
             });
         }
+        if let Some(end) = end
+            && (end <= offset || end > info.length)
+        {
+            return Err(Error::Transport {
+                url: name.to_owned(),
+                detail: format!(
+                    "range {offset}..{end} is empty or beyond the signed length {}",
+                    info.length
+                ),
+            });
+        }
+        // Where the reader stops: the range's end, else the target's.
+        let stop = end.unwrap_or(info.length);
         // Consistent snapshots: targets are stored as `<sha256>.<name>`.
         let url = self
             .targets_url
@@ -425,7 +460,7 @@ impl Client {
         self.rt.spawn(async move {
             use futures_util::StreamExt;
             let fail = |e: tough::TransportError| crate::error::classify_transport(&e);
-            let (reply, stream) = match transport.fetch_from(url, offset, length).await {
+            let (reply, stream) = match transport.fetch_range(url, offset, end, length).await {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = tx.send(Err(fail(e))).await;
@@ -445,28 +480,47 @@ impl Client {
                         return;
                     }
                 };
-                let end = position.saturating_add(bytes.len() as u64);
-                if end > length {
+                let next = position.saturating_add(bytes.len() as u64);
+                // Past the signed length, or a 206 longer than the range
+                // its Content-Range announced.
+                let limit = match reply {
+                    crate::transport::RangeReply::Partial => stop,
+                    crate::transport::RangeReply::Full => length,
+                };
+                if next > limit {
                     let _ = tx
                         .send(Err(Error::EndlessData {
                             url: url_text.clone(),
-                            limit: length,
+                            limit,
                         }))
                         .await;
                     return;
                 }
+                if next > stop {
+                    // A 200 reply past the range: keep only its end and
+                    // drop the transfer (the connection closes with it).
+                    let keep = usize::try_from(stop.saturating_sub(position))
+                        .unwrap_or(bytes.len())
+                        .min(bytes.len());
+                    bytes.truncate(keep);
+                }
                 if position < offset {
-                    // A 200 reply: drop what was already installed.
+                    // A 200 reply: drop what precedes the range.
                     let skip = usize::try_from((offset - position).min(bytes.len() as u64))
                         .unwrap_or(bytes.len());
                     let _ = bytes.split_to(skip);
                 }
-                position = end;
+                position = next.min(stop);
                 if !bytes.is_empty() && tx.send(Ok(Some(bytes))).await.is_err() {
                     return;
                 }
+                // A bounded range ends here; an open one is read to its
+                // end, so that a server sending more is caught.
+                if end.is_some() && position == stop {
+                    break;
+                }
             }
-            if position == length {
+            if position == stop {
                 let _ = tx.send(Ok(None)).await;
             }
         });
@@ -475,7 +529,7 @@ impl Client {
             name: name.to_owned(),
             rx,
             buf: tough::Bytes::new(),
-            remaining: info.length - offset,
+            remaining: stop - offset,
             state: ReadState::Reading,
         })
     }

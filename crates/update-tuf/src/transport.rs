@@ -97,11 +97,11 @@ fn other(url: &Url, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
     TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), cause)
 }
 
-/// What a server did with a `Range: bytes=<from>-` request.
+/// What a server did with a `Range` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RangeReply {
-    /// `206` with `Content-Range: bytes <from>-<total-1>/<total>`: the
-    /// stream starts at `from`.
+    /// `206` with `Content-Range: bytes <from>-<last>/<total>`, exactly
+    /// the range asked for: the stream starts at `from`.
     Partial,
     /// `200` (Range ignored, or a `file://` mirror): the stream starts at 0.
     Full,
@@ -119,21 +119,25 @@ impl Transport for HttpTransport {
 }
 
 impl HttpTransport {
-    /// Fetches `url` from byte `from` on, for a download that resumes.
-    /// A `206` must carry `Content-Range: bytes <from>-<total-1>/<total>`
-    /// with `total` the signed length, or the reply is refused.
-    pub(crate) async fn fetch_from(
+    /// Fetches `url` from byte `from` on, up to `end` (exclusive) if given
+    /// (`Range: bytes=<from>-<end-1>`), else to the end (`bytes=<from>-`,
+    /// a download that resumes). A `206` must carry exactly
+    /// `Content-Range: bytes <from>-<last>/<total>` with `total` the
+    /// signed length, or the reply is refused.
+    pub(crate) async fn fetch_range(
         &self,
         url: Url,
         from: u64,
+        end: Option<u64>,
         total: u64,
     ) -> Result<(RangeReply, TransportStream), TransportError> {
         if url.scheme() == "file" {
             return Ok((RangeReply::Full, FilesystemTransport.fetch(url).await?));
         }
-        let (response, deadline) = self.get(&url, Some(from)).await?;
+        let (response, deadline) = self.get(&url, Some((from, end))).await?;
         let reply = if response.status() == hyper::StatusCode::PARTIAL_CONTENT {
-            let expected = format!("bytes {from}-{}/{total}", total.saturating_sub(1));
+            let last = end.unwrap_or(total).saturating_sub(1);
+            let expected = format!("bytes {from}-{last}/{total}");
             let got = response
                 .headers()
                 .get(hyper::header::CONTENT_RANGE)
@@ -163,12 +167,12 @@ impl HttpTransport {
         Box::pin(ChannelStream(rx))
     }
 
-    /// Sends the GET (with `Range: bytes=<from>-` if asked) and returns a
-    /// successful response's head and the transfer's deadline.
+    /// Sends the GET (with `Range: bytes=<from>-[<end-1>]` if asked) and
+    /// returns a successful response's head and the transfer's deadline.
     async fn get(
         &self,
         url: &Url,
-        range_from: Option<u64>,
+        range: Option<(u64, Option<u64>)>,
     ) -> Result<(hyper::Response<Incoming>, Instant), TransportError> {
         let url = url.clone();
         match url.scheme() {
@@ -239,8 +243,15 @@ impl HttpTransport {
         let mut request = hyper::Request::get(path)
             .header(hyper::header::HOST, authority)
             .header(hyper::header::USER_AGENT, "bulwark-update");
-        if let Some(from) = range_from {
-            request = request.header(hyper::header::RANGE, format!("bytes={from}-"));
+        match range {
+            Some((from, Some(end))) => {
+                let last = end.saturating_sub(1);
+                request = request.header(hyper::header::RANGE, format!("bytes={from}-{last}"));
+            }
+            Some((from, None)) => {
+                request = request.header(hyper::header::RANGE, format!("bytes={from}-"));
+            }
+            None => {}
         }
         let request = request
             .body(http_body_util::Empty::<Bytes>::new())

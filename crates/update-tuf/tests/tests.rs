@@ -7,7 +7,8 @@
 //! - `happy`: two releases, root rotation, streaming a target.
 //! - `attacks`: each attack refused with its own error.
 //! - `clock`: the clock set back a year.
-//! - `resume`: a download cut mid-way resumes with `Range`.
+//! - `resume`: a download cut mid-way resumes with `Range`; a bounded
+//!   range is fetched exactly.
 //! - `https`: the same repository through a TLS front on 127.0.0.1; a
 //!   server certificate from another CA is refused.
 
@@ -97,13 +98,17 @@ mod support {
         /// Announces the whole body, sends its first `n` bytes, then
         /// drops the connection (a link that fails mid-download).
         Cut(Vec<u8>, usize),
+        /// A server that ignores a range's end: `bytes=N-M` answered with
+        /// 206 and everything from `N` on, `Content-Range` saying so.
+        RestOfBody(Vec<u8>),
     }
 
     #[derive(Default)]
     struct Routes {
         root: PathBuf,
         overrides: HashMap<String, Reply>,
-        /// Answer `Range: bytes=N-` with 206 (else ignore it: 200).
+        /// Answer `Range: bytes=N-` and `bytes=N-M` with 206 (else ignore
+        /// it: 200).
         ranges: bool,
         /// Body bytes written so far.
         served: u64,
@@ -203,7 +208,8 @@ mod support {
         if reader.read_line(&mut request_line).is_err() {
             return;
         }
-        let mut range_from: Option<usize> = None;
+        // `bytes=<from>-[<last>]`.
+        let mut range: Option<(usize, Option<usize>)> = None;
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
@@ -212,7 +218,13 @@ mod support {
                 Ok(_) => {
                     let lower = line.to_ascii_lowercase();
                     if let Some(v) = lower.strip_prefix("range: bytes=") {
-                        range_from = v.trim().trim_end_matches('-').parse().ok();
+                        range = v.trim().split_once('-').and_then(|(from, last)| {
+                            let last = match last {
+                                "" => None,
+                                l => Some(l.parse().ok()?),
+                            };
+                            Some((from.parse().ok()?, last))
+                        });
                     }
                 }
             }
@@ -240,17 +252,18 @@ mod support {
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
             }
-            Some(Reply::Bytes(body)) => match range_from {
-                Some(from) if ranges && from < body.len() => {
+            Some(Reply::Bytes(body)) => match range {
+                Some((from, last)) if ranges && from < body.len() => {
+                    let end = last.map_or(body.len(), |l| (l + 1).min(body.len()));
                     let head = format!(
                         "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
-                        body.len() - from,
-                        body.len() - 1,
+                        end - from,
+                        end - 1,
                         body.len()
                     );
                     let _ = conn.write_all(head.as_bytes());
-                    if conn.write_all(&body[from..]).is_ok() {
-                        count(body.len() - from);
+                    if conn.write_all(&body[from..end]).is_ok() {
+                        count(end - from);
                     }
                 }
                 _ => {
@@ -264,6 +277,17 @@ mod support {
                     }
                 }
             },
+            Some(Reply::RestOfBody(body)) => {
+                let from = range.map_or(0, |(from, _)| from).min(body.len());
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                    body.len() - from,
+                    body.len().saturating_sub(1),
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body[from..]);
+            }
             Some(Reply::Cut(body, n)) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -1183,5 +1207,79 @@ mod resume {
         let err = reader.read_to_end(&mut got).unwrap_err();
         assert!(matches!(Error::from_io(err), Error::EndlessData { .. }));
         assert!(got.len() < LEN);
+    }
+
+    // A bounded range costs exactly its bytes on the wire: the server is
+    // asked for `bytes=50000-59999` and sends those 10 000 bytes only.
+    #[test]
+    fn bounded_range_is_served_exactly() {
+        let k = Keys::new();
+        let (server, client, _) = setup(&k);
+        server.take_served(); // the metadata
+        let mut got = Vec::new();
+        let mut reader = client
+            .open_target_range("rel.image", 50_000, 60_000)
+            .unwrap();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(server.take_served(), 10_000);
+        assert_eq!(got, image()[50_000..60_000]);
+        // The last byte of the target is a range like any other.
+        let mut tail = Vec::new();
+        let mut reader = client
+            .open_target_range("rel.image", LEN as u64 - 1, LEN as u64)
+            .unwrap();
+        reader.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, image()[LEN - 1..]);
+    }
+
+    // A 206 for another range than the one asked (here: the rest of the
+    // target) is refused before any byte is yielded.
+    #[test]
+    fn bounded_range_with_another_content_range_is_refused() {
+        let k = Keys::new();
+        let (server, client, path) = setup(&k);
+        server.set(&path, Reply::RestOfBody(image()));
+        let mut got = Vec::new();
+        let mut reader = client.open_target_range("rel.image", 1000, 2000).unwrap();
+        let err = Error::from_io(reader.read_to_end(&mut got).unwrap_err());
+        assert!(
+            matches!(&err, Error::Transport { detail, .. } if detail.contains("Content-Range")),
+            "{err}"
+        );
+        assert!(got.is_empty());
+    }
+
+    // A server that ignores Range answers 200 with the whole target: the
+    // reader skips the prefix, stops at the range's end and ends cleanly.
+    #[test]
+    fn server_ignoring_range_is_cut_to_the_bounded_range() {
+        let k = Keys::new();
+        let (server, client, _) = setup(&k);
+        server.honour_ranges(false);
+        let mut got = Vec::new();
+        let mut reader = client
+            .open_target_range("rel.image", 70_000, 90_000)
+            .unwrap();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, image()[70_000..90_000]);
+    }
+
+    // Empty ranges and ranges past the signed length are refused before
+    // any request.
+    #[test]
+    fn bounded_range_outside_the_target_is_refused() {
+        let k = Keys::new();
+        let (server, client, _) = setup(&k);
+        server.take_served(); // the metadata
+        for (start, end) in [(10, 10), (20, 10), (0, LEN as u64 + 1)] {
+            let err = client
+                .open_target_range("rel.image", start, end)
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Transport { .. }),
+                "{start}..{end}: {err}"
+            );
+        }
+        assert_eq!(server.take_served(), 0);
     }
 }

@@ -1,5 +1,6 @@
 //! After a boot: confirm a trial (commit and raise the security floor) or
-//! fall back.
+//! fall back; refuse a slot below the security floor unless the owner's
+//! rollback waiver names its release.
 
 use crate::anti_rollback::SecurityFloor;
 use crate::boot::{BootControl, SlotName, Slots};
@@ -8,6 +9,7 @@ use crate::health::{self, HealthCheck};
 use crate::integrity::{IntegrityReport, verify_slot};
 use crate::manifest::{AuthenticManifest, SignedManifest, TrustedKeys};
 use crate::records::SlotRecords;
+use crate::waiver::{WaiverFile, waived};
 
 /// Commits `slot`, which holds `release`, then raises the security floor
 /// to the release's security version. In this order: a crash in between
@@ -96,10 +98,51 @@ pub fn confirm_boot_with_health(
     trust: Trust<'_>,
     health: &[HealthCheck],
 ) -> Result<BootOutcome> {
+    confirm_boot_with_waiver(boot, slots, records, floor, trust, health, None)
+}
+
+/// [`confirm_boot_with_health`], which also refuses a slot whose release
+/// is below the security floor (a boot loader or an attacker falling back
+/// to an old, vulnerable slot after the floor rose) unless a waiver in
+/// `waiver` names that release (see [`crate::waiver`]). Committing a trial
+/// withdraws every waiver but the one naming the committed release. A
+/// waiver file that cannot be read counts as none: the floor holds.
+pub fn confirm_boot_with_waiver(
+    boot: &dyn BootControl,
+    slots: &Slots,
+    records: &SlotRecords,
+    floor: &dyn SecurityFloor,
+    trust: Trust<'_>,
+    health: &[HealthCheck],
+    waiver: Option<&WaiverFile>,
+) -> Result<BootOutcome> {
     let booted = boot.booted()?;
     let state = boot.state()?;
     let was_trial = booted != state.active;
+    let waivers = waiver.map_or_else(Vec::new, |file| {
+        file.load().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "rollback waiver unreadable: not applied");
+            Vec::new()
+        })
+    });
+    let floor_now = floor.get()?;
     let checked = check_slot(slots, records, booted, trust)?.and_then(|release| {
+        let m = release.manifest();
+        if m.security_version < floor_now {
+            if !waived(&waivers, release.digest()) {
+                return Err(format!(
+                    "slot {booted} holds release {} with security version {}, below the security floor {floor_now}: refused as a rollback",
+                    m.version, m.security_version
+                ));
+            }
+            tracing::warn!(
+                slot = %booted,
+                version = %m.version,
+                security_version = m.security_version,
+                floor = floor_now,
+                "release below the security floor accepted under the owner's rollback waiver"
+            );
+        }
         if was_trial {
             health::run_all(health)?;
         }
@@ -109,6 +152,18 @@ pub fn confirm_boot_with_health(
         Ok(release) => {
             if was_trial {
                 commit_slot(boot, floor, booted, &release)?;
+                let keep: Vec<_> = waivers
+                    .iter()
+                    .filter(|w| w.names(release.digest()))
+                    .cloned()
+                    .collect();
+                if let Some(file) = waiver
+                    && keep.len() != waivers.len()
+                {
+                    // A waived release may still sit in the other slot:
+                    // from now on it is a rollback like any other.
+                    file.store(&keep)?;
+                }
                 Ok(BootOutcome::TrialCommitted {
                     slot: booted,
                     release: Box::new(release),

@@ -49,6 +49,7 @@ use crate::boot::SlotName;
 use crate::error::{Error, Result};
 use crate::manifest::{AuthenticManifest, Digest, sha256};
 use crate::parallel::hash_file_chunks;
+use crate::progress::InstallProgress;
 
 /// The outcome of [`verify_slot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,16 @@ pub fn verify_slot(
     slot_path: &Path,
     manifest: &impl AsRef<AuthenticManifest>,
 ) -> Result<IntegrityReport> {
+    verify_slot_with_progress(slot_path, manifest, &InstallProgress::new())
+}
+
+/// [`verify_slot`], adding the bytes of each chunk that matched to
+/// `progress`'s `verified_bytes` as it goes (the installer's last check).
+pub fn verify_slot_with_progress(
+    slot_path: &Path,
+    manifest: &impl AsRef<AuthenticManifest>,
+    progress: &InstallProgress,
+) -> Result<IntegrityReport> {
     let started = Instant::now();
     let m = manifest.as_ref().manifest();
     let file = File::open(slot_path).map_err(|e| Error::io("opening slot", slot_path, e))?;
@@ -92,7 +103,13 @@ pub fn verify_slot(
         &first_bad,
         &|index, result| {
             let good = match result {
-                Ok(digest) => m.chunk(index) == Some(&digest),
+                Ok(digest) => {
+                    let good = m.chunk(index) == Some(&digest);
+                    if good {
+                        progress.verified(m.chunk_range(index).1 as u64);
+                    }
+                    good
+                }
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
                 Err(e) => {
                     let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());

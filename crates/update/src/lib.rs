@@ -14,7 +14,9 @@
 //! - [`commit::confirm_boot`] runs after a boot: it checks the running slot
 //!   against the release recorded for it ([`integrity::verify_slot`]) and
 //!   commits a healthy trial, raising the [`anti_rollback::SecurityFloor`],
-//!   or falls back.
+//!   or falls back; a slot below the floor is refused as a rollback unless
+//!   a [`waiver::RollbackWaiver`] (the owner's audited override) names
+//!   its release.
 //!
 //! ```
 //! # use std::sync::Arc;
@@ -98,7 +100,10 @@ pub mod integrity;
 mod journal;
 pub mod manifest;
 mod parallel;
+pub mod progress;
 pub mod publish;
 pub mod records;
+pub mod waiver;
 
 pub use error::{Error, Result};
+pub use progress::{InstallPhase, InstallProgress, ProgressSnapshot};

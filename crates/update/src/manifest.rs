@@ -319,9 +319,10 @@ impl AuthenticManifest {
 }
 
 /// A manifest fit to install: authentic, for this hardware, newer than
-/// the installed release and not below the security floor. Only
-/// [`SignedManifest::verify`] constructs it, so the installer cannot be
-/// handed anything less.
+/// the installed release and not below the security floor (or, through
+/// [`SignedManifest::danger_verify_waiving_rollback`], the one release an
+/// owner's waiver names). Only those two functions construct it, so the
+/// installer cannot be handed anything less.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedManifest {
     authentic: AuthenticManifest,
@@ -389,8 +390,35 @@ impl SignedManifest {
         device: &Device,
     ) -> Result<VerifiedManifest> {
         let authentic = Self::authenticate(wire, keys, threshold, &device.compatible)?;
+        Self::check_for_device(authentic, device, false)
+    }
+
+    /// [`SignedManifest::verify`], except that anti-rollback (version code
+    /// above the installed one, security version not below the floor) is
+    /// waived for the one release whose payload digest is `waived`: the
+    /// owner's audited override (see [`crate::waiver`]). Signatures,
+    /// threshold, hardware, the release's minimum installed version and
+    /// consistency still hold, and any other release is checked in full.
+    pub fn danger_verify_waiving_rollback(
+        wire: &[u8],
+        keys: &TrustedKeys,
+        threshold: usize,
+        device: &Device,
+        waived: &Digest,
+    ) -> Result<VerifiedManifest> {
+        let authentic = Self::authenticate(wire, keys, threshold, &device.compatible)?;
+        let waive = authentic.digest == *waived;
+        Self::check_for_device(authentic, device, waive)
+    }
+
+    /// The device-specific checks after authentication.
+    fn check_for_device(
+        authentic: AuthenticManifest,
+        device: &Device,
+        waive_rollback: bool,
+    ) -> Result<VerifiedManifest> {
         let m = &authentic.manifest;
-        if m.version_code <= device.current_version_code {
+        if !waive_rollback && m.version_code <= device.current_version_code {
             return Err(Error::Rollback {
                 offered: m.version_code,
                 installed: device.current_version_code,
@@ -402,7 +430,7 @@ impl SignedManifest {
                 installed: device.current_version_code,
             });
         }
-        if m.security_version < device.security_floor {
+        if !waive_rollback && m.security_version < device.security_floor {
             return Err(Error::BelowSecurityFloor {
                 offered: m.security_version,
                 floor: device.security_floor,
@@ -788,6 +816,67 @@ mod tests {
         let err = SignedManifest::verify(many.to_string().as_bytes(), &trusted(&k), 1, &device())
             .unwrap_err();
         assert!(matches!(err, Error::Malformed { .. }), "{err:?}");
+    }
+
+    /// The override waives anti-rollback only: for the one digest it
+    /// names, and never signatures, hardware or the minimum version.
+    #[test]
+    fn the_rollback_waiver_covers_only_its_release_and_only_anti_rollback() {
+        let k = keys();
+        let mut old = manifest();
+        old.version_code = 8;
+        old.security_version = 2;
+        let wire = SignedManifest::sign(&old, &[&k.a]).unwrap();
+        let digest = *SignedManifest::verify_installed(&wire, &trusted(&k), 1, "bw-100")
+            .unwrap()
+            .digest();
+        let danger = |wire: &[u8], device: &Device, waived: &Digest| {
+            SignedManifest::danger_verify_waiving_rollback(wire, &trusted(&k), 1, device, waived)
+        };
+        let err = SignedManifest::verify(&wire, &trusted(&k), 1, &device()).unwrap_err();
+        assert!(matches!(err, Error::Rollback { .. }), "{err:?}");
+        let v = danger(&wire, &device(), &digest).unwrap();
+        assert_eq!(v.manifest(), &old);
+        // Another digest waives nothing.
+        let err = danger(&wire, &device(), &[0; 32]).unwrap_err();
+        assert!(matches!(err, Error::Rollback { .. }), "{err:?}");
+        // Only the security floor in the way: waived as well.
+        let mut d = device();
+        d.current_version_code = 7;
+        let err = SignedManifest::verify(&wire, &trusted(&k), 1, &d).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::BelowSecurityFloor {
+                    offered: 2,
+                    floor: 3
+                }
+            ),
+            "{err:?}"
+        );
+        danger(&wire, &d, &digest).unwrap();
+        // Still checked: the minimum installed version, hardware, the
+        // signature threshold.
+        let mut d = device();
+        d.current_version_code = 4;
+        let err = danger(&wire, &d, &digest).unwrap_err();
+        assert!(matches!(err, Error::TooOldToUpgrade { .. }), "{err:?}");
+        let mut d = device();
+        d.compatible = "bw-200".into();
+        let err = danger(&wire, &d, &digest).unwrap_err();
+        assert!(matches!(err, Error::WrongHardware { .. }), "{err:?}");
+        let err = SignedManifest::danger_verify_waiving_rollback(
+            &wire,
+            &trusted(&k),
+            2,
+            &device(),
+            &digest,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::BelowThreshold { .. }), "{err:?}");
+        let forged = SignedManifest::sign(&old, &[&k.untrusted]).unwrap();
+        let err = danger(&forged, &device(), &digest).unwrap_err();
+        assert!(matches!(err, Error::UntrustedSigner { .. }), "{err:?}");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
@@ -18,9 +17,10 @@ fn chunk_range(chunk_size: u32, size: u64, index: u64) -> (u64, usize) {
     Manifest::chunk_layout(chunk_size, size, index)
 }
 
-/// Memory allowed for chunk buffers in flight (install batches, parallel
-/// reads): keeps peak RSS flat at any image size. Two chunks are always
-/// allowed, so 4 MiB chunks still hash on two cores (8 MiB).
+/// Memory allowed for chunk buffers in flight (the install's buffer
+/// pool, parallel reads): keeps peak RSS flat at any image size. Two
+/// chunks are always allowed, so 4 MiB chunks still hash on two cores
+/// (8 MiB).
 pub(crate) const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Chunks of `chunk_size` that fit the in-flight budget (at least two).
@@ -66,31 +66,4 @@ pub(crate) fn hash_file_chunks(
             });
         }
     });
-}
-
-/// SHA-256 of each buffer, computed on all cores.
-pub(crate) fn hash_buffers(buffers: &[&[u8]]) -> Vec<Digest> {
-    let out = Mutex::new(vec![[0u8; 32]; buffers.len()]);
-    let next = AtomicU64::new(0);
-    let n = thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(buffers.len());
-    if n <= 1 {
-        return buffers.iter().map(|b| sha256(b)).collect();
-    }
-    thread::scope(|s| {
-        for _ in 0..n {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(buf) = buffers.get(i) else { break };
-                    let digest = sha256(buf);
-                    if let Some(slot) = out.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
-                        *slot = digest;
-                    }
-                }
-            });
-        }
-    });
-    out.into_inner().unwrap_or_else(|p| p.into_inner())
 }

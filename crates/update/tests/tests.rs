@@ -17,7 +17,9 @@ use keys_soft::{KekProtection, SoftKeyStore};
 use update::Error;
 use update::anti_rollback::{FileSecurityFloor, SecurityFloor};
 use update::boot::{BootControl, FileBootControl, SlotName, Slots};
-use update::commit::{BootOutcome, Trust, confirm_boot, confirm_boot_with_health};
+use update::commit::{
+    BootOutcome, Trust, confirm_boot, confirm_boot_with_health, confirm_boot_with_waiver,
+};
 use update::install::{ChunkSource, FileSource, InstallOptions, Installer, ReaderSource};
 use update::integrity::verify_slot;
 use update::manifest::{
@@ -25,6 +27,7 @@ use update::manifest::{
     chunk_hash,
 };
 use update::records::SlotRecords;
+use update::waiver::{RollbackWaiver, WaiverFile};
 
 const CHUNK: usize = 64 * 1024;
 const HW: &str = "bw-100";
@@ -214,6 +217,45 @@ impl io::Read for CountingReader<'_> {
     }
 }
 
+/// An in-memory "HTTP server" for a `RangedSource`: records each range
+/// opened (`start`, `end`) and counts what it sends and what is read.
+struct RangeServer<'a> {
+    image: &'a [u8],
+    opened: std::cell::RefCell<Vec<(u64, Option<u64>)>>,
+    served: std::cell::Cell<u64>,
+}
+
+impl<'a> RangeServer<'a> {
+    fn new(image: &'a [u8]) -> Self {
+        Self {
+            image,
+            opened: std::cell::RefCell::default(),
+            served: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The `open` closure of a `RangedSource`.
+    fn open<'s>(&'s self) -> impl FnMut(u64, Option<u64>) -> io::Result<CountingReader<'s>> + 's {
+        move |at, end| {
+            self.opened.borrow_mut().push((at, end));
+            let at = usize::try_from(at).unwrap();
+            let end = end.map_or(self.image.len(), |e| usize::try_from(e).unwrap());
+            let part = self.image[at..end].to_vec();
+            Ok(CountingReader(io::Cursor::new(part), &self.served))
+        }
+    }
+
+    /// Bytes the ranges opened hold: what a server would send.
+    fn sent(&self) -> u64 {
+        let len = self.image.len() as u64;
+        self.opened
+            .borrow()
+            .iter()
+            .map(|&(at, end)| end.unwrap_or(len) - at)
+            .sum()
+    }
+}
+
 fn counting(bytes: &[u8]) -> Counting {
     Counting {
         bytes: bytes.to_vec(),
@@ -298,8 +340,10 @@ mod install {
     }
 
     /// A ranged source (HTTP `Range`) opens a range only where chunks are
-    /// needed: an image with two changed chunks far apart costs two
-    /// ranges of one chunk each, not the whole image read and discarded.
+    /// needed, bounded by the installer's plan: an image with two changed
+    /// chunks far apart costs two ranges of exactly one chunk each, not
+    /// the whole image read and discarded, nor a server streaming past
+    /// the chunk until the connection is dropped.
     #[test]
     fn ranged_source_downloads_only_the_changed_chunks() {
         let new = image(40, 1000, |i| match i {
@@ -309,14 +353,8 @@ mod install {
         });
         let f = Fixture::new();
         let release = f.release(&new, 2);
-        let served = std::cell::Cell::new(0u64);
-        let opened = std::cell::RefCell::new(Vec::new());
-        let open = |at: u64| {
-            opened.borrow_mut().push(at);
-            let rest = new[usize::try_from(at).unwrap()..].to_vec();
-            Ok(CountingReader(io::Cursor::new(rest), &served))
-        };
-        let mut source = update::install::RangedSource::new(open, CHUNK as u64);
+        let server = RangeServer::new(&new);
+        let mut source = update::install::RangedSource::new(server.open(), CHUNK as u64);
         assert_eq!(
             f.installer().bytes_to_fetch(&release).unwrap(),
             2 * CHUNK as u64,
@@ -324,13 +362,79 @@ mod install {
         );
         let report = f.installer().install(&release, &mut source).unwrap();
         assert_eq!(report.downloaded_bytes, 2 * CHUNK as u64);
-        assert_eq!(*opened.borrow(), [5 * CHUNK as u64, 30 * CHUNK as u64]);
+        let c = CHUNK as u64;
         assert_eq!(
-            served.get(),
-            2 * CHUNK as u64,
-            "bytes taken from the ranges"
+            *server.opened.borrow(),
+            [(5 * c, Some(6 * c)), (30 * c, Some(31 * c))]
         );
+        assert_eq!(server.sent(), 2 * c, "bytes the ranges hold");
+        assert_eq!(server.served.get(), 2 * c, "bytes taken from the ranges");
         assert_eq!(std::fs::read(&f.slots.b.path).unwrap(), new);
+    }
+
+    /// Adjacent changed chunks make one run, and runs at most `max_gap`
+    /// apart one range (the reused chunk between them read through):
+    /// chunks 5, 6 and 8 cost one range 5..9, chunk 30 one more, and the
+    /// changed last (short) chunk a range ending at the image's end.
+    #[test]
+    fn ranged_source_merges_adjacent_and_near_runs() {
+        let new = image(40, 1000, |i| match i {
+            5 | 6 | 8 | 30 | 39 => 0xbeef + i as u64,
+            _ => i as u64 * 31 + 1,
+        });
+        let f = Fixture::new();
+        let release = f.release(&new, 2);
+        let server = RangeServer::new(&new);
+        let mut source = update::install::RangedSource::new(server.open(), CHUNK as u64);
+        let report = f.installer().install(&release, &mut source).unwrap();
+        let c = CHUNK as u64;
+        let len = new.len() as u64;
+        assert_eq!(report.downloaded_bytes, 4 * c + 1000);
+        assert_eq!(
+            *server.opened.borrow(),
+            [
+                (5 * c, Some(9 * c)),
+                (30 * c, Some(31 * c)),
+                (39 * c, Some(len))
+            ]
+        );
+        assert_eq!(server.served.get(), 5 * c + 1000, "chunk 7 read through");
+        assert_eq!(server.sent(), server.served.get());
+        assert_eq!(std::fs::read(&f.slots.b.path).unwrap(), new);
+    }
+
+    /// A chunk the active slot fails to supply (changed underneath its
+    /// record) is fetched outside the plan, in a range of its own.
+    #[test]
+    fn ranged_source_fetches_an_unplanned_chunk_alone() {
+        let f = Fixture::new();
+        let mut a = f.base.clone();
+        a[3 * CHUNK + 10] ^= 1;
+        std::fs::write(&f.slots.a.path, &a).unwrap();
+        let release = f.release(&f.base, 2);
+        let server = RangeServer::new(&f.base);
+        let mut source = update::install::RangedSource::new(server.open(), CHUNK as u64);
+        let report = f.installer().install(&release, &mut source).unwrap();
+        let c = CHUNK as u64;
+        assert_eq!(report.downloaded_bytes, c);
+        assert_eq!(*server.opened.borrow(), [(3 * c, Some(4 * c))]);
+        assert_eq!(server.served.get(), c);
+        assert_eq!(std::fs::read(&f.slots.b.path).unwrap(), f.base);
+    }
+
+    /// Without a plan (a caller reading chunks itself) ranges stay
+    /// open-ended, as before plans existed.
+    #[test]
+    fn ranged_source_without_a_plan_opens_open_ended_ranges() {
+        let new = image(8, 1000, |i| i as u64 + 7);
+        let server = RangeServer::new(&new);
+        let mut source = update::install::RangedSource::new(server.open(), CHUNK as u64);
+        let mut buf = vec![0u8; CHUNK];
+        let c = CHUNK as u64;
+        source.read_chunk(1, c, &mut buf).unwrap();
+        source.read_chunk(5, 5 * c, &mut buf).unwrap();
+        assert_eq!(buf, new[5 * CHUNK..6 * CHUNK]);
+        assert_eq!(*server.opened.borrow(), [(c, None), (5 * c, None)]);
     }
 
     #[test]
@@ -759,6 +863,186 @@ mod commit {
         );
     }
 
+    /// Slot B runs release 2 (security version 7) and is committed, so the
+    /// floor is 7; slot A still holds release 1 (security version 1).
+    fn upgraded() -> Fixture {
+        let f = Fixture::new();
+        let new = image(40, 1000, |i| i as u64 * 977 + 5);
+        let release = f.verify(&f.sign(&manifest(&new, 2, 7))).unwrap();
+        f.installer()
+            .install(&release, &mut counting(&new))
+            .unwrap();
+        assert_eq!(f.boot.boot().unwrap(), SlotName::B);
+        confirm_boot(&f.boot, &f.slots, &f.records(), &f.floor, f.trust()).unwrap();
+        assert_eq!(f.floor.get().unwrap(), 7);
+        f
+    }
+
+    fn waiver_for(release: &AuthenticManifest, floor: u64) -> RollbackWaiver {
+        RollbackWaiver {
+            manifest_sha256: hex::encode(release.digest()),
+            version: release.manifest().version.clone(),
+            version_code: release.manifest().version_code,
+            security_version: release.manifest().security_version,
+            floor,
+            granted_by: "owner".into(),
+            granted_unix: 1_800_000_000,
+        }
+    }
+
+    /// Once the floor rose, the old release left in the other slot is a
+    /// rollback: a late fallback to it (the boot loader trying it, or its
+    /// environment rolled back to commit it) is refused at start-up, and a
+    /// waiver naming another release does not change that.
+    #[test]
+    fn a_late_fallback_to_a_slot_below_the_floor_is_refused() {
+        let f = upgraded();
+        let confirm = |waiver: Option<&WaiverFile>| {
+            confirm_boot_with_waiver(
+                &f.boot,
+                &f.slots,
+                &f.records(),
+                &f.floor,
+                f.trust(),
+                &[],
+                waiver,
+            )
+            .unwrap()
+        };
+        let waivers = WaiverFile::new(&f.state());
+        let other = f.authentic(&f.sign(&manifest(&f.base, 1, 2)));
+        waivers.store(&[waiver_for(&other, 7)]).unwrap();
+
+        f.boot.mark_try_once(SlotName::A).unwrap();
+        assert_eq!(f.boot.boot().unwrap(), SlotName::A);
+        let outcome = confirm(Some(&waivers));
+        assert!(
+            matches!(&outcome, BootOutcome::Failed { slot: SlotName::A, was_trial: true, reason }
+                if reason.contains("security version 1, below the security floor 7")),
+            "{outcome:?}"
+        );
+        assert_eq!(f.boot.boot().unwrap(), SlotName::B, "no fallback");
+
+        f.boot.commit(SlotName::A).unwrap();
+        assert_eq!(f.boot.boot().unwrap(), SlotName::A);
+        let outcome = confirm(None);
+        assert!(
+            matches!(
+                outcome,
+                BootOutcome::Failed {
+                    slot: SlotName::A,
+                    was_trial: false,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(f.floor.get().unwrap(), 7);
+    }
+
+    /// The owner's override: a waiver naming release 1 lets it be
+    /// installed (older and below the floor) and boot, committed without
+    /// touching the floor, across restarts; committing a newer release
+    /// withdraws the waiver, and release 1 is a rollback again.
+    #[test]
+    fn a_rollback_waiver_lets_exactly_its_release_run_until_a_newer_one_commits() {
+        let f = upgraded();
+        let waivers = WaiverFile::new(&f.state());
+        let confirm = || {
+            confirm_boot_with_waiver(
+                &f.boot,
+                &f.slots,
+                &f.records(),
+                &f.floor,
+                f.trust(),
+                &[],
+                Some(&waivers),
+            )
+            .unwrap()
+        };
+        let old_wire = f.sign(&manifest(&f.base, 1, 1));
+        let old = f.authentic(&old_wire);
+        let err = SignedManifest::verify(&old_wire, &f.trusted, 1, &f.device(2)).unwrap_err();
+        assert!(matches!(err, Error::Rollback { .. }), "{err:?}");
+        let release = SignedManifest::danger_verify_waiving_rollback(
+            &old_wire,
+            &f.trusted,
+            1,
+            &f.device(2),
+            old.digest(),
+        )
+        .unwrap();
+        waivers.store(&[waiver_for(&old, 7)]).unwrap();
+        let report = f
+            .installer()
+            .install(&release, &mut counting(&f.base))
+            .unwrap();
+        assert_eq!(report.slot, SlotName::A);
+
+        assert_eq!(f.boot.boot().unwrap(), SlotName::A);
+        let outcome = confirm();
+        assert!(
+            matches!(
+                outcome,
+                BootOutcome::TrialCommitted {
+                    slot: SlotName::A,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(f.floor.get().unwrap(), 7, "the floor moved");
+        assert_eq!(f.boot.boot().unwrap(), SlotName::A);
+        let outcome = confirm();
+        assert!(
+            matches!(
+                outcome,
+                BootOutcome::Committed {
+                    slot: SlotName::A,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(waivers.load().unwrap(), [waiver_for(&old, 7)]);
+
+        // A newer release at the floor's level commits and ends the waiver.
+        let newer = image(40, 1000, |i| i as u64 * 131 + 9);
+        let wire = f.sign(&manifest(&newer, 3, 8));
+        let release = SignedManifest::verify(&wire, &f.trusted, 1, &f.device(1)).unwrap();
+        f.installer()
+            .install(&release, &mut counting(&newer))
+            .unwrap();
+        assert_eq!(f.boot.boot().unwrap(), SlotName::B);
+        let outcome = confirm();
+        assert!(
+            matches!(
+                outcome,
+                BootOutcome::TrialCommitted {
+                    slot: SlotName::B,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(f.floor.get().unwrap(), 8);
+        assert_eq!(waivers.load().unwrap(), [], "the waiver outlived its use");
+        f.boot.mark_try_once(SlotName::A).unwrap();
+        assert_eq!(f.boot.boot().unwrap(), SlotName::A);
+        let outcome = confirm();
+        assert!(
+            matches!(
+                outcome,
+                BootOutcome::Failed {
+                    slot: SlotName::A,
+                    was_trial: true,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+
     #[test]
     fn a_corrupted_committed_slot_is_reported() {
         let f = Fixture::new();
@@ -1150,4 +1434,171 @@ fn crash_installer_is_built() {
         "the power-cut and memory tests need `--features crash-test` \
          (bash scripts/test.sh uses --all-features)"
     );
+}
+
+/// Install progress watched from another thread while the install runs.
+mod progress {
+    use std::sync::mpsc;
+
+    use update::install::InstallReport;
+    use update::{InstallPhase, InstallProgress, ProgressSnapshot};
+
+    use super::*;
+
+    /// A source that, before reading chunk `gate`, says so and waits until
+    /// the test has looked at the progress.
+    struct Gated {
+        inner: Counting,
+        gate: u64,
+        arrived: mpsc::Sender<()>,
+        go: mpsc::Receiver<()>,
+    }
+
+    impl ChunkSource for Gated {
+        fn read_chunk(&mut self, index: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            if index == self.gate {
+                // A test that stopped watching must not hang the install.
+                let _ = self.arrived.send(());
+                let _ = self.go.recv();
+            }
+            self.inner.read_chunk(index, offset, buf)
+        }
+    }
+
+    /// Installs `release` from `image` in a thread while this one polls
+    /// the progress; returns every snapshot taken, the one taken while the
+    /// source waited at chunk `gate`, and the report.
+    fn watch(
+        installer: Installer<'_>,
+        release: &VerifiedManifest,
+        image: &[u8],
+        gate: u64,
+    ) -> (Vec<ProgressSnapshot>, ProgressSnapshot, InstallReport) {
+        let progress = Arc::new(InstallProgress::new());
+        let installer = installer.with_progress(progress.clone());
+        let (arrived, arrived_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let mut source = Gated {
+            inner: counting(image),
+            gate,
+            arrived,
+            go: go_rx,
+        };
+        let (seen, at_gate, report) = std::thread::scope(|s| {
+            let go = go;
+            let install = s.spawn(move || installer.install(release, &mut source));
+            let mut seen = Vec::new();
+            let mut at_gate = None;
+            while !install.is_finished() {
+                let snapshot = progress.snapshot();
+                if seen.last() != Some(&snapshot) {
+                    seen.push(snapshot);
+                }
+                if arrived_rx.try_recv().is_ok() {
+                    let snapshot = progress.snapshot();
+                    seen.push(snapshot);
+                    at_gate = Some(snapshot);
+                    go.send(()).unwrap();
+                }
+                std::thread::yield_now();
+            }
+            let report = install.join().unwrap().unwrap();
+            seen.push(progress.snapshot());
+            (seen, at_gate, report)
+        });
+        let at_gate = at_gate.expect("the install never read the gated chunk");
+        (seen, at_gate, report)
+    }
+
+    /// Phases only move forward, no counter goes back, and at the end
+    /// everything adds up to the image and matches the report.
+    fn assert_consistent(seen: &[ProgressSnapshot], report: &InstallReport, image_len: u64) {
+        for pair in seen.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!(a.phase <= b.phase, "phase went back: {a:?} then {b:?}");
+            for (x, y, what) in [
+                (a.chunks_done, b.chunks_done, "chunks_done"),
+                (a.bytes_done, b.bytes_done, "bytes_done"),
+                (a.downloaded_bytes, b.downloaded_bytes, "downloaded_bytes"),
+                (a.reused_bytes, b.reused_bytes, "reused_bytes"),
+                (a.verified_bytes, b.verified_bytes, "verified_bytes"),
+            ] {
+                assert!(x <= y, "{what} went back: {a:?} then {b:?}");
+            }
+        }
+        let last = *seen.last().unwrap();
+        assert_eq!(last.phase, InstallPhase::Done);
+        assert_eq!(last.chunks_total, report.chunks);
+        assert_eq!(last.chunks_done, last.chunks_total);
+        assert_eq!(last.bytes_total, image_len);
+        assert_eq!(last.bytes_done, image_len);
+        assert_eq!(last.verified_bytes, image_len);
+        assert_eq!(
+            last.downloaded_bytes + last.reused_bytes + last.resumed_bytes,
+            image_len,
+            "{last:?}"
+        );
+        assert_eq!(
+            (last.downloaded_bytes, last.reused_bytes, last.resumed_bytes),
+            (
+                report.downloaded_bytes,
+                report.reused_bytes,
+                report.resumed_bytes
+            )
+        );
+    }
+
+    #[test]
+    fn progress_moves_forward_and_adds_up_to_the_image() {
+        let f = Fixture::new();
+        // Even chunks are release 1's (copied from slot A), odd ones new.
+        let new = image(40, 1000, |i| {
+            if i % 2 == 0 {
+                i as u64 * 31 + 1
+            } else {
+                10_000 + i as u64
+            }
+        });
+        let release = f.release(&new, 2);
+        let (seen, at_gate, report) = watch(f.installer(), &release, &new, 21);
+        assert_eq!(at_gate.phase, InstallPhase::Writing, "{at_gate:?}");
+        assert_eq!(at_gate.chunks_total, 40);
+        assert_eq!(at_gate.bytes_total, new.len() as u64);
+        assert!(at_gate.chunks_done < 40, "{at_gate:?}");
+        assert_eq!(at_gate.verified_bytes, 0);
+        assert!(report.reused_bytes > 0 && report.downloaded_bytes > 0);
+        assert_consistent(&seen, &report, new.len() as u64);
+        assert_eq!(std::fs::read(&f.slots.b.path).unwrap(), new);
+    }
+
+    #[test]
+    fn a_resumed_install_starts_with_the_chunks_already_done() {
+        let f = Fixture::new();
+        let new = image(40, 1000, |i| i as u64 * 977 + 5);
+        let release = f.release(&new, 2);
+        let mut failing = counting(&new);
+        failing.fail_at = Some(30);
+        f.installer().install(&release, &mut failing).unwrap_err();
+
+        // The first chunk the resumed install reads is 30.
+        let (seen, at_gate, report) = watch(f.installer(), &release, &new, 30);
+        let resumed = 30 * CHUNK as u64;
+        assert_eq!(report.resumed_bytes, resumed);
+        assert_eq!(at_gate.phase, InstallPhase::Writing, "{at_gate:?}");
+        assert_eq!(
+            (
+                at_gate.chunks_done,
+                at_gate.bytes_done,
+                at_gate.resumed_bytes,
+                at_gate.downloaded_bytes
+            ),
+            (30, resumed, resumed, 0),
+            "{at_gate:?}"
+        );
+        for s in seen.iter().filter(|s| s.phase >= InstallPhase::Writing) {
+            assert!(s.chunks_done >= 30, "{s:?}");
+        }
+        assert_consistent(&seen, &report, new.len() as u64);
+        assert_eq!(std::fs::read(&f.slots.b.path).unwrap(), new);
+    }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod config;
+pub(crate) mod danger;
 pub(crate) mod data;
 pub(crate) mod disclosure;
 pub(crate) mod interfaces;
@@ -104,9 +105,11 @@ pub(crate) fn routes() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(disclosure::summary))
         .routes(routes!(disclosure::document))
         .routes(routes!(update::status))
+        .routes(routes!(update::progress))
         .routes(routes!(update::install))
         .routes(routes!(update::check))
         .routes(routes!(update::restart))
+        .routes(routes!(danger::danger_rollback))
         .split_for_parts()
 }
 
@@ -175,14 +178,16 @@ pub(crate) fn app(shared: Arc<Shared>, limits: Limits) -> anyhow::Result<(Router
 }
 
 /// The path whose requests may run as long as an install takes (a slot
-/// write of a large image); every other request has the configured limit.
+/// write of a large image), as may [`danger::PATH`]'s; every other request
+/// has the configured limit.
 const INSTALL_PATH: &str = "/api/v1/update/install";
 /// How long an install request may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// Request timeout: the configured limit, or an hour for an install.
 async fn timeout(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    let limit = if request.uri().path() == INSTALL_PATH {
+    let path = request.uri().path();
+    let limit = if path == INSTALL_PATH || path == danger::PATH {
         INSTALL_TIMEOUT
     } else {
         limits.request_timeout

@@ -11,6 +11,8 @@ use access::{Password, Permission};
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use store::eventlog::{Outcome, Severity};
 use utoipa::ToSchema;
@@ -19,6 +21,7 @@ use crate::api::accounts::actor_event;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::guard::Caller;
+use crate::progress::InstallProgressView;
 use crate::state::Shared;
 use crate::updates::{
     CheckOutcome, InstallError, InstallSummary, UpdateStatus, check_once, run_install,
@@ -68,14 +71,21 @@ pub(crate) struct InstallRequest {
 /// before it is written, and the slot is marked to be tried once on the
 /// next boot. A `update_available` warning announces the interruption
 /// before the first byte is written.
+///
+/// An install of a large image takes minutes: with `Prefer:
+/// respond-async` (RFC 7240) the answer is 202 as soon as the install
+/// started, with `Location: /api/v1/update/progress` to poll; its outcome
+/// is then that route's `last_install`.
 #[utoipa::path(
     post,
     path = "/api/v1/update/install",
     tag = "update",
     security(("session" = ["install-update"]), ("mtls" = ["install-update"])),
+    params(("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the install started, and report through GET /api/v1/update/progress")),
     request_body = InstallRequest,
     responses(
         (status = 200, description = "Installed and marked to be tried once on the next boot", body = InstallSummary),
+        (status = 202, description = "Started (`Prefer: respond-async`): poll the Location, GET /api/v1/update/progress", body = InstallProgressView),
         (status = 400, description = "Invalid input, or the release was refused (the message says why: signature, hardware, version, security floor, the chunk that did not match)", body = ErrorBody),
         (status = 401, description = "Not authenticated or wrong password", body = ErrorBody),
         (status = 403, description = "Not permitted, or the password was not re-entered", body = ErrorBody),
@@ -89,8 +99,9 @@ pub(crate) struct InstallRequest {
 pub(crate) async fn install(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<InstallRequest>,
-) -> ApiResult<Json<InstallSummary>> {
+) -> ApiResult<Response> {
     if !valid_release(&request.release) {
         return Err(ApiError::InvalidInput(
             "release: 1-64 characters of letters, digits and . _ -, starting with a letter or digit"
@@ -107,56 +118,116 @@ pub(crate) async fn install(
         ));
     }
     let guard = updates
-        .try_begin()
+        .try_begin(&request.release)
         .ok_or_else(|| ApiError::Conflict("another install is running".into()))?;
     let worker = shared.clone();
-    let release = request.release.clone();
+    let release = request.release;
     let engine = updates.clone();
-    // The guard moves into the blocking task: if this request times out,
-    // the install still runs to its end and holds the flag until then.
-    let result = tokio::task::spawn_blocking(move || {
+    // The guard moves into the blocking task: the install runs to its end
+    // and holds the flag until then, whether the client waits for it
+    // (and times out or goes away) or polls.
+    let task = tokio::task::spawn_blocking(move || {
         let _guard = guard;
-        run_install(&worker, &engine, &release)
-    })
-    .await
-    .map_err(|e| ApiError::internal("update install", e))?;
-    match result {
-        Ok(summary) => {
-            shared.record(actor_event(
-                &caller,
-                "update.install",
-                &format!(
-                    "release {} (version {}) installed into slot {}; tried once on the next boot",
-                    summary.release,
-                    summary.version.as_deref().unwrap_or("?"),
-                    summary.slot.as_deref().unwrap_or("?"),
-                ),
-            ))?;
-            Ok(Json(summary))
-        }
+        let result = run_install(&worker, &engine, &release);
+        record_install(&worker, &caller, &release, &result);
+        result
+    });
+    if prefers_async(&headers) {
+        let view = updates.progress();
+        let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::LOCATION, HeaderValue::from_static(PROGRESS_PATH));
+        headers.insert(
+            "preference-applied",
+            HeaderValue::from_static("respond-async"),
+        );
+        return Ok(response);
+    }
+    let summary = task
+        .await
+        .map_err(|e| ApiError::internal("update install", e))?
+        .map_err(install_error)?;
+    Ok(Json(summary).into_response())
+}
+
+/// Where a client polls an install it started asynchronously.
+const PROGRESS_PATH: &str = "/api/v1/update/progress";
+
+/// Whether the request asks for an asynchronous answer (RFC 7240
+/// `Prefer: respond-async`, possibly among other preferences).
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| {
+            p.split(';')
+                .next()
+                .is_some_and(|token| token.trim().eq_ignore_ascii_case("respond-async"))
+        })
+}
+
+/// Records an install's outcome under the caller that asked for it.
+fn record_install(
+    shared: &Shared,
+    caller: &Caller,
+    release: &str,
+    result: &Result<InstallSummary, InstallError>,
+) {
+    let event = match result {
+        Ok(summary) => actor_event(
+            caller,
+            "update.install",
+            &format!(
+                "release {} (version {}) installed into slot {}; tried once on the next boot",
+                summary.release,
+                summary.version.as_deref().unwrap_or("?"),
+                summary.slot.as_deref().unwrap_or("?"),
+            ),
+        ),
         Err(e) => {
-            let message = e.to_string();
             let mut event = actor_event(
-                &caller,
+                caller,
                 "update.install",
-                &format!("release {} not installed: {message}", request.release),
+                &format!("release {release} not installed: {e}"),
             );
             event.severity = Severity::Warning;
             event.outcome = Outcome::Failure;
-            shared.record_quietly(event);
-            Err(install_error(e))
+            event
         }
-    }
+    };
+    shared.record_quietly(event);
+}
+
+/// Progress of the running install, or the outcome of the last one (an
+/// install started with `Prefer: respond-async` reports here).
+#[utoipa::path(
+    get,
+    path = "/api/v1/update/progress",
+    tag = "update",
+    security(("session" = ["read-status"]), ("mtls" = ["read-status"])),
+    responses(
+        (status = 200, description = "The running install's phase and counters, or the last install's outcome", body = InstallProgressView),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 409, description = "Updates are not configured", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    )
+)]
+pub(crate) async fn progress(
+    State(shared): State<Arc<Shared>>,
+) -> ApiResult<Json<InstallProgressView>> {
+    Ok(Json(engine(&shared)?.progress()))
 }
 
 /// The update engine, or 409 when the boot file has no `[update]`.
-fn engine(shared: &Shared) -> ApiResult<Arc<crate::updates::Updates>> {
+pub(super) fn engine(shared: &Shared) -> ApiResult<Arc<crate::updates::Updates>> {
     shared.updates.clone().ok_or_else(|| {
         ApiError::Conflict("updates are not configured on this device ([update])".into())
     })
 }
 
-fn install_error(e: InstallError) -> ApiError {
+pub(super) fn install_error(e: InstallError) -> ApiError {
     match e {
         InstallError::NotFound(m) => ApiError::NotFound(m),
         InstallError::Refused(m) => ApiError::ReleaseRefused(m),

@@ -28,6 +28,9 @@ const HW: &str = "bw-test";
 const CHUNK: usize = MIN_CHUNK_SIZE as usize;
 /// A release the device may install: version code 2, security version 2.
 const GOOD: &str = "2.0.0";
+/// The factory release (in slot A at first), published again: once 2.0.0
+/// is committed, installing it is a rollback.
+const OLD: &str = "1.0.0";
 /// A release whose image has one byte flipped in chunk [`FLIPPED_CHUNK`].
 const FLIPPED: &str = "3.0.0-flipped";
 const FLIPPED_CHUNK: usize = 3;
@@ -62,8 +65,8 @@ fn manifest(image: &[u8], version: &str, version_code: u64, security_version: u6
 }
 
 /// A tiny HTTP/1.1 server on loopback serving the files under a
-/// directory (one request per connection, `Range: bytes=N-` answered
-/// with 206), as update-tuf's tests do.
+/// directory (one request per connection, `Range: bytes=N-` and
+/// `bytes=N-M` answered with 206), as update-tuf's tests do.
 struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -76,6 +79,8 @@ struct Server {
 struct ImageServing {
     /// Drop the next image transfer after this many body bytes.
     cut_after: Option<usize>,
+    /// Send image bodies one chunk per this interval (a slow link).
+    pace: Option<Duration>,
     /// Image body bytes sent.
     served: u64,
 }
@@ -132,7 +137,8 @@ fn serve(mut conn: TcpStream, root: &Path, images: &Mutex<ImageServing>) {
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
-    let mut range_from: Option<usize> = None;
+    // `bytes=<from>-[<last>]`.
+    let mut range: Option<(usize, Option<usize>)> = None;
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
@@ -140,7 +146,13 @@ fn serve(mut conn: TcpStream, root: &Path, images: &Mutex<ImageServing>) {
             Ok(_) if line == "\r\n" => break,
             Ok(_) => {
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                    range_from = v.trim().trim_end_matches('-').parse().ok();
+                    range = v.trim().split_once('-').and_then(|(from, last)| {
+                        let last = match last {
+                            "" => None,
+                            l => Some(l.parse().ok()?),
+                        };
+                        Some((from.parse().ok()?, last))
+                    });
                 }
             }
         }
@@ -149,21 +161,25 @@ fn serve(mut conn: TcpStream, root: &Path, images: &Mutex<ImageServing>) {
     match std::fs::read(root.join(path.trim_start_matches('/'))) {
         Ok(body) => {
             let image = path.ends_with(".image");
-            let cut = if image {
-                images.lock().unwrap().cut_after.take()
+            let (cut, pace) = if image {
+                let mut serving = images.lock().unwrap();
+                (serving.cut_after.take(), serving.pace)
             } else {
-                None
+                (None, None)
             };
-            let (head, part) = match range_from {
-                Some(from) if from < body.len() => (
-                    format!(
-                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
-                        body.len() - from,
-                        body.len() - 1,
-                        body.len()
-                    ),
-                    &body[from..],
-                ),
+            let (head, part) = match range {
+                Some((from, last)) if from < body.len() => {
+                    let end = last.map_or(body.len(), |l| (l + 1).min(body.len()));
+                    (
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                            end - from,
+                            end - 1,
+                            body.len()
+                        ),
+                        &body[from..end],
+                    )
+                }
                 _ => (
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -174,7 +190,14 @@ fn serve(mut conn: TcpStream, root: &Path, images: &Mutex<ImageServing>) {
             };
             let part = &part[..cut.unwrap_or(part.len()).min(part.len())];
             let _ = conn.write_all(head.as_bytes());
-            if conn.write_all(part).is_ok() && image {
+            let sent = match pace {
+                None => conn.write_all(part),
+                Some(interval) => part.chunks(CHUNK).try_for_each(|piece| {
+                    std::thread::sleep(interval);
+                    conn.write_all(piece)
+                }),
+            };
+            if sent.is_ok() && image {
                 images.lock().unwrap().served += part.len() as u64;
             }
             if cut.is_some() {
@@ -201,6 +224,8 @@ struct Rig {
     base: Vec<u8>,
     good: Vec<u8>,
     flipped: Vec<u8>,
+    /// Hex SHA-256 of [`OLD`]'s manifest payload.
+    old_digest: String,
     server: Server,
 }
 
@@ -256,7 +281,8 @@ impl Rig {
         let boot_file = dir.join("boot.json");
         FileBootControl::create(&boot_file, SlotName::A).unwrap();
 
-        // The repository: a good release and one with a flipped byte.
+        // The repository: a good release, the factory one again, and one
+        // with a flipped byte.
         let day = Duration::from_secs(86_400);
         let spec = RootSpec {
             root: RoleSpec::single(key("tuf-root"), 365 * day),
@@ -271,7 +297,10 @@ impl Rig {
         let flipped = image(6, 3);
         let mut served = flipped.clone();
         served[FLIPPED_CHUNK * CHUNK + 17] ^= 0x01;
-        let mut releases = vec![(GOOD, manifest(&good, "2.0.0", 2, 2), &good)];
+        let mut releases = vec![
+            (GOOD, manifest(&good, "2.0.0", 2, 2), &good),
+            (OLD, manifest(&base, "1.0.0", 1, 1), &base),
+        ];
         if with_flipped {
             releases.push((FLIPPED, manifest(&flipped, "3.0.0", 3, 3), &served));
         }
@@ -297,6 +326,7 @@ impl Rig {
             base,
             good,
             flipped,
+            old_digest: hex::encode(installed.digest()),
             server,
         }
     }
@@ -557,6 +587,100 @@ async fn image_download_cut_mid_way_resumes_with_range() {
     );
     assert_eq!(std::fs::read(&rig.slot_b).unwrap(), rig.good);
     agent.shutdown().await;
+}
+
+/// An install started with `Prefer: respond-async` answers 202 at once
+/// with the progress route as its Location; polling it (a viewer may)
+/// shows the phases and counters only moving forward while the paced
+/// download runs, a second install meanwhile is refused with 409, and the
+/// outcome ends up in `last_install`, recorded under the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asynchronous_install_reports_its_progress_until_it_ends() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let agent = device.start_with(rig.file(&device)).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    support::create_viewer(&mut owner).await;
+    let mut viewer = support::session(addr, &device.root(), "viewer", VIEWER_PASSWORD).await;
+
+    let idle = viewer
+        .call(Method::GET, "/api/v1/update/progress", None)
+        .await;
+    assert_eq!(idle.status, StatusCode::OK, "{:?}", idle.body);
+    assert_eq!(idle.body["installing"], false);
+    assert_eq!(idle.body["last_install"], Value::Null);
+
+    rig.server.images.lock().unwrap().pace = Some(Duration::from_millis(150));
+    let started = owner
+        .raw(
+            Method::POST,
+            "/api/v1/update/install",
+            &[
+                ("content-type", "application/json"),
+                ("prefer", "respond-async"),
+            ],
+            serde_json::to_vec(&json!({ "release": GOOD, "current_password": OWNER_PASSWORD }))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
+    assert_eq!(started.headers["location"], "/api/v1/update/progress");
+    assert_eq!(started.headers["preference-applied"], "respond-async");
+    assert_eq!(started.body["installing"], true, "{:?}", started.body);
+    assert_eq!(started.body["release"], GOOD);
+
+    let second = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{:?}", second.body);
+
+    let phases = [
+        "preparing",
+        "writing",
+        "flushing",
+        "verifying_slot",
+        "marking",
+        "done",
+    ];
+    let (mut phase, mut done, mut partial) = (0, 0, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the install did not end"
+        );
+        let view = viewer
+            .call(Method::GET, "/api/v1/update/progress", None)
+            .await;
+        assert_eq!(view.status, StatusCode::OK, "{:?}", view.body);
+        if view.body["installing"] != true {
+            break view.body["last_install"].clone();
+        }
+        let progress = &view.body["progress"];
+        let now = phases
+            .iter()
+            .position(|p| progress["phase"] == *p)
+            .unwrap_or_else(|| panic!("unknown phase in {progress}"));
+        assert!(now >= phase, "the phase went back: {progress}");
+        let chunks = progress["chunks_done"].as_u64().unwrap();
+        assert!(chunks >= done, "chunks_done went back: {progress}");
+        let total = progress["chunks_total"].as_u64().unwrap();
+        partial |= chunks > 0 && chunks < total;
+        (phase, done) = (now, chunks);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    };
+    assert!(partial, "no poll saw the install part-way");
+    assert_eq!(last["release"], GOOD, "{last}");
+    assert_eq!(last["outcome"], "installed", "{last}");
+    assert_eq!(last["slot"], "b");
+    assert_eq!(std::fs::read(&rig.slot_b).unwrap(), rig.good);
+    agent.shutdown().await;
+    let events = events(&device);
+    let installed = events
+        .iter()
+        .find(|e| e.event.action == "update.install")
+        .expect("install event");
+    assert_eq!(installed.event.outcome, store::eventlog::Outcome::Success);
+    assert_eq!(installed.event.actor.as_deref(), Some("owner"));
 }
 
 async fn restart(client: &mut Client, password: Option<&str>) -> support::Reply {
@@ -919,6 +1043,20 @@ async fn corrupted_running_slot_enters_fail_safe_until_a_valid_release_is_instal
         );
         assert_eq!(reply.body["error"], "fail-safe", "{method} {path}");
     }
+    // The anti-rollback override is not a recovery route.
+    let reply = danger_rollback(
+        &mut owner,
+        OLD,
+        Some(OWNER_PASSWORD),
+        Some(rig.old_digest.as_str()),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        reply.body
+    );
     let update = update_status(&mut owner).await;
     assert_eq!(update["fail_safe"], true);
     let notes = support::notifications(&mut owner).await;
@@ -1093,5 +1231,251 @@ async fn update_check_installs_nothing_when_install_is_manual_and_installs_when_
         installed.event.detail.contains(GOOD),
         "{:?}",
         installed.event
+    );
+}
+
+async fn danger_rollback(
+    client: &mut Client,
+    release: &str,
+    password: Option<&str>,
+    acknowledge: Option<&str>,
+) -> support::Reply {
+    let mut body = json!({ "release": release });
+    if let Some(p) = password {
+        body["current_password"] = json!(p);
+    }
+    if let Some(a) = acknowledge {
+        body["acknowledge_manifest_sha256"] = json!(a);
+    }
+    client
+        .call(Method::POST, "/api/v1/update/danger_rollback", Some(body))
+        .await
+}
+
+/// Issue #5 item 5: with 2.0.0 committed (floor 2), the ordinary install
+/// of 1.0.0 is refused as a rollback, before and after the override; the
+/// owner, password re-entered and the manifest digest acknowledged,
+/// installs it through `danger_rollback`; the override is in the event
+/// log at `alert` severity with who, which release, its security version
+/// and the floor, and raised a critical `security_alert`; the device
+/// boots 1.0.0, commits it without fail-safe mode, keeps it across a
+/// restart, and the floor stays 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_overrides_anti_rollback_for_one_release_through_the_audited_danger_route() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let file = rig.file(&device);
+    let agent = device.start_with(file.clone()).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::claimed(addr, &device).await;
+    let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    agent.shutdown().await;
+    assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
+
+    let agent = device.start_with(file.clone()).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    let status = update_status(&mut owner).await;
+    assert_eq!(status["boot"]["active"], "b", "{status}");
+    assert_eq!(status["security_floor"], 2, "{status}");
+
+    let refused = install(&mut owner, OLD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.body["error"], "release-refused");
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("rollback refused"), "{message}");
+    // Without the acknowledgement, or with another digest: refused, and
+    // the refusal names the digest to acknowledge.
+    for acknowledge in [None, Some("00".repeat(32))] {
+        let reply = danger_rollback(
+            &mut owner,
+            OLD,
+            Some(OWNER_PASSWORD),
+            acknowledge.as_deref(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+        let message = reply.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&rig.old_digest) && message.contains("security version 1"),
+            "{message}"
+        );
+    }
+    assert_eq!(rig.boot().state().unwrap().tried, None, "slot A marked");
+
+    let reply = danger_rollback(
+        &mut owner,
+        OLD,
+        Some(OWNER_PASSWORD),
+        Some(rig.old_digest.to_uppercase().as_str()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["outcome"], "installed");
+    assert_eq!(reply.body["version"], "1.0.0");
+    assert_eq!(reply.body["slot"], "a");
+    assert_eq!(std::fs::read(&rig.slot_a).unwrap(), rig.base);
+    let status = update_status(&mut owner).await;
+    assert_eq!(status["boot"]["trial"]["slot"], "a", "{status}");
+    assert_eq!(status["security_floor"], 2, "{status}");
+    let notes = support::notifications(&mut owner).await;
+    let alert = notes
+        .iter()
+        .find(|n| n["kind"] == "security_alert")
+        .unwrap_or_else(|| panic!("no security_alert notification: {notes:?}"));
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["detail"]["manifest_sha256"], rig.old_digest.as_str());
+    assert_eq!(alert["detail"]["security_floor"], 2);
+    // The grant does not open the ordinary route to the same release.
+    let refused = install(&mut owner, OLD, Some(OWNER_PASSWORD)).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        refused.body
+    );
+    agent.shutdown().await;
+
+    // Power-on: the trial of 1.0.0 verifies below the floor under the
+    // waiver and is committed; the floor stays 2.
+    assert_eq!(rig.boot().boot().unwrap(), SlotName::A);
+    for _ in 0..2 {
+        let agent = device.start_with(file.clone()).await;
+        let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+        let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+        let after = update_status(&mut owner).await;
+        assert_eq!(after["fail_safe"], false, "{after}");
+        assert_eq!(after["boot"]["active"], "a", "{after}");
+        assert_eq!(after["boot"]["booted"], "a", "{after}");
+        assert_eq!(after["boot"]["trial"], Value::Null, "{after}");
+        assert_eq!(after["slots"][0]["release"]["version"], "1.0.0", "{after}");
+        assert_eq!(after["security_floor"], 2, "{after}");
+        agent.shutdown().await;
+        // The next power-on stays on A.
+        assert_eq!(rig.boot().boot().unwrap(), SlotName::A);
+    }
+
+    let events = events(&device);
+    let audited = events
+        .iter()
+        .find(|e| e.event.action == "update.danger_rollback")
+        .expect("danger_rollback event");
+    assert_eq!(audited.event.severity, store::eventlog::Severity::Alert);
+    assert_eq!(audited.event.actor.as_deref(), Some("owner"));
+    let detail = &audited.event.detail;
+    for part in [
+        "release 1.0.0",
+        "security version 1",
+        "security floor at 2",
+        rig.old_digest.as_str(),
+    ] {
+        assert!(detail.contains(part), "{part:?} missing: {detail}");
+    }
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event.action == "update.danger_rollback")
+            .count(),
+        1,
+        "refused attempts were recorded as overrides"
+    );
+}
+
+/// Issue #5 item 5: the override is the owner's alone. A service granted
+/// `install-update` (which the ordinary routes accept from it), an
+/// operator, a viewer and an unauthenticated client are refused, even
+/// with the right digest; so is the owner without the password. Nothing
+/// is written, no waiver is stored, nothing is recorded as an override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn danger_rollback_is_refused_to_services_operators_and_the_owner_without_password() {
+    let device = Device::provision();
+    let rig = Rig::good_only_blocking(&device);
+    let anchor = device.path().join("service-ca.pem");
+    std::fs::write(&anchor, identity::x509::to_pem(device.root().as_ref())).unwrap();
+    let mut file = rig.file(&device);
+    file.tls.service_anchors = vec![anchor];
+    file.services = vec![agent_config::ServiceEntry {
+        identity: "updater-1".to_owned(),
+        grants: vec!["install-update".to_owned()],
+    }];
+    file.validate().unwrap();
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let root = device.root();
+    let mut owner = support::claimed(addr, &device).await;
+    support::create_viewer(&mut owner).await;
+    create_account(&mut owner, "operator", "operator", OPERATOR_PASSWORD).await;
+    let mut viewer = support::session(addr, &root, "viewer", VIEWER_PASSWORD).await;
+    let mut operator = support::session(addr, &root, "operator", OPERATOR_PASSWORD).await;
+    let mut stranger = Client::connect(addr, &root).await;
+    let updater = support::service_identity(&device.ca, device.path(), "updater-1");
+    let mut service =
+        Client::connect_with(addr, support::client_config(&root, Some(&updater))).await;
+    let digest = Some(rig.old_digest.as_str());
+
+    // The service's grant is real: the ordinary routes take it (a check,
+    // with installs left to people so that nothing is written).
+    let changed =
+        support::put_settings(&mut owner, json!({"updates": {"install": "manual"}})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let checked = service
+        .call(Method::POST, "/api/v1/update/check", None)
+        .await;
+    assert_eq!(checked.status, StatusCode::OK, "{:?}", checked.body);
+    let reply = danger_rollback(&mut service, OLD, None, digest).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "service: {:?}",
+        reply.body
+    );
+    assert_error_body(&reply);
+    let reply = danger_rollback(&mut stranger, OLD, Some(OWNER_PASSWORD), digest).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+    for (who, client, password) in [
+        ("operator", &mut operator, OPERATOR_PASSWORD),
+        ("viewer", &mut viewer, VIEWER_PASSWORD),
+    ] {
+        let reply = danger_rollback(client, OLD, Some(password), digest).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{who}: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.body["error"], "forbidden", "{who}");
+    }
+    let reply = danger_rollback(&mut owner, OLD, None, digest).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "owner without password: {:?}",
+        reply.body
+    );
+
+    let status = update_status(&mut owner).await;
+    assert_eq!(status["boot"]["trial"], Value::Null, "{status}");
+    assert_eq!(status["security_floor"], 1, "{status}");
+    assert!(!rig.slot_b.exists(), "slot B was written");
+    assert!(
+        !device
+            .state_dir
+            .join(agent::UPDATE_DIR)
+            .join(update::waiver::FILE_NAME)
+            .exists(),
+        "a waiver was stored"
+    );
+    agent.shutdown().await;
+    assert!(
+        events(&device)
+            .iter()
+            .all(|e| e.event.action != "update.danger_rollback"),
+        "a refused caller was recorded as overriding anti-rollback"
     );
 }

@@ -73,6 +73,7 @@ async fn serve(device: Device, file: agent_config::AgentFile) -> Result<()> {
         measurement,
     };
     let running = agent::Agent::start(parts).await?;
+    let stop = StopSignals::listen()?;
     match running.local_addr(agent::MANAGEMENT_API).await {
         Some(addr) => {
             println!("Bulwark agent: management API on https://{addr}/api/v1/");
@@ -89,7 +90,7 @@ async fn serve(device: Device, file: agent_config::AgentFile) -> Result<()> {
     println!("  stop with Ctrl-C or SIGTERM");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let watchdog = tokio::spawn(watchdog());
-    wait_for_stop().await;
+    stop.wait().await;
     watchdog.abort();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     running.shutdown().await;
@@ -110,14 +111,27 @@ async fn watchdog() {
     }
 }
 
-async fn wait_for_stop() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, listened for before readiness is announced: a stop
+/// that comes right after the announcement (systemd, a test) then shuts
+/// down cleanly instead of killing the process by the signal's default.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }

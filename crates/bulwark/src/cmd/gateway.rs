@@ -157,10 +157,13 @@ async fn serve(device: Device, file: GatewayFile, policy: Policy) -> Result<()> 
         });
         tasks.spawn(admin.serve(listener));
     }
+    // Listened for before readiness is announced: a reload or stop right
+    // after it must not meet the signals' default action (termination).
+    let signals = Signals::listen()?;
     println!("policy {}: reload with SIGHUP", file.policy.display());
     println!("stop with Ctrl-C or SIGTERM");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let stopped = wait_and_reload(&file.policy, &policy).await;
+    let stopped = wait_and_reload(signals, &file.policy, &policy).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tasks.shutdown().await;
     drop(audit);
@@ -219,13 +222,28 @@ async fn bind(
 
 /// Reloads the policy on every SIGHUP until SIGTERM or Ctrl-C. A policy
 /// that does not validate is refused and the one in force stays.
-async fn wait_and_reload(path: &Path, policy: &PolicyHandle) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+/// SIGHUP (reload), SIGTERM and SIGINT (stop).
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hangup: signal(SignalKind::hangup()).context("listening for SIGHUP")?,
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+}
+
+async fn wait_and_reload(mut signals: Signals, path: &Path, policy: &PolicyHandle) -> Result<()> {
     loop {
         tokio::select! {
-            _ = hangup.recv() => match policy.reload(path) {
+            _ = signals.hangup.recv() => match policy.reload(path) {
                 Ok(()) => {
                     tracing::warn!(policy = %path.display(), "policy reloaded");
                     println!("policy {} reloaded", path.display());
@@ -235,8 +253,8 @@ async fn wait_and_reload(path: &Path, policy: &PolicyHandle) -> Result<()> {
                     eprintln!("policy reload refused, previous policy stays in force: {e}");
                 }
             },
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = signals.term.recv() => return Ok(()),
+            _ = signals.interrupt.recv() => return Ok(()),
         }
     }
 }

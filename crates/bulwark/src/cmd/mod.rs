@@ -14,5 +14,6 @@ pub(crate) mod identity;
 pub(crate) mod keys;
 pub(crate) mod log;
 pub(crate) mod provision;
-#[cfg(feature = "maker")]
 pub(crate) mod update;
+#[cfg(feature = "maker")]
+pub(crate) mod update_repo;
