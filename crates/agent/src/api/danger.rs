@@ -34,12 +34,12 @@ use store::eventlog::{Outcome, Severity};
 use utoipa::ToSchema;
 
 use crate::api::accounts::actor_event;
-use crate::api::update::{engine, install_error};
+use crate::api::update::{begin_install, check_release_name, install_error};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::guard::Caller;
 use crate::state::Shared;
-use crate::updates::{InstallSummary, Updates, run_install, valid_release};
+use crate::updates::{InstallSummary, Updates, run_install};
 
 /// The route's path (the request timeout of an install applies to it).
 pub(crate) const PATH: &str = "/api/v1/update/danger_rollback";
@@ -95,12 +95,7 @@ pub(crate) async fn danger_rollback(
     Extension(caller): Extension<Caller>,
     JsonBody(request): JsonBody<DangerRollbackRequest>,
 ) -> ApiResult<Json<InstallSummary>> {
-    if !valid_release(&request.release) {
-        return Err(ApiError::InvalidInput(
-            "release: 1-64 characters of letters, digits and . _ -, starting with a letter or digit"
-                .into(),
-        ));
-    }
+    check_release_name(&request.release)?;
     let acknowledged = request
         .acknowledge_manifest_sha256
         .map(|a| a.to_ascii_lowercase());
@@ -121,15 +116,7 @@ pub(crate) async fn danger_rollback(
     shared
         .authorize_destructive(&caller, Permission::InstallUpdate, request.current_password)
         .await?;
-    let updates = engine(&shared)?;
-    if !updates.has_repository() {
-        return Err(ApiError::Conflict(
-            "no update repository is configured ([update.repository])".into(),
-        ));
-    }
-    let guard = updates
-        .try_begin(&request.release)
-        .ok_or_else(|| ApiError::Conflict("another install is running".into()))?;
+    let (updates, guard) = begin_install(&shared, &request.release)?;
     let worker = shared.clone();
     let release = request.release;
     // The guard moves into the blocking task: the install runs to its end

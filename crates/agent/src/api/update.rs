@@ -24,8 +24,8 @@ use crate::guard::Caller;
 use crate::progress::InstallProgressView;
 use crate::state::Shared;
 use crate::updates::{
-    CheckOutcome, InstallError, InstallSummary, UpdateStatus, check_once, run_install,
-    schedule_restart, valid_release,
+    CheckOutcome, InstallError, InstallGuard, InstallSummary, UpdateStatus, Updates, check_once,
+    run_install, schedule_restart, valid_release,
 };
 
 /// Update status: boot state, the release in each slot, the security
@@ -102,24 +102,11 @@ pub(crate) async fn install(
     headers: HeaderMap,
     JsonBody(request): JsonBody<InstallRequest>,
 ) -> ApiResult<Response> {
-    if !valid_release(&request.release) {
-        return Err(ApiError::InvalidInput(
-            "release: 1-64 characters of letters, digits and . _ -, starting with a letter or digit"
-                .into(),
-        ));
-    }
+    check_release_name(&request.release)?;
     shared
         .authorize_destructive(&caller, Permission::InstallUpdate, request.current_password)
         .await?;
-    let updates = engine(&shared)?;
-    if !updates.has_repository() {
-        return Err(ApiError::Conflict(
-            "no update repository is configured ([update.repository])".into(),
-        ));
-    }
-    let guard = updates
-        .try_begin(&request.release)
-        .ok_or_else(|| ApiError::Conflict("another install is running".into()))?;
+    let (updates, guard) = begin_install(&shared, &request.release)?;
     let worker = shared.clone();
     let release = request.release;
     let engine = updates.clone();
@@ -220,8 +207,43 @@ pub(crate) async fn progress(
     Ok(Json(engine(&shared)?.progress()))
 }
 
+/// A release name as the repository's target names need it, or 400.
+pub(super) fn check_release_name(release: &str) -> ApiResult<()> {
+    if valid_release(release) {
+        return Ok(());
+    }
+    Err(ApiError::InvalidInput(
+        "release: 1-64 characters of letters, digits and . _ -, starting with a letter or digit"
+            .into(),
+    ))
+}
+
+/// The update engine with a repository, or 409.
+fn engine_with_repository(shared: &Shared) -> ApiResult<Arc<Updates>> {
+    let updates = engine(shared)?;
+    if !updates.has_repository() {
+        return Err(ApiError::Conflict(
+            "no update repository is configured ([update.repository])".into(),
+        ));
+    }
+    Ok(updates)
+}
+
+/// The engine and its install flag, taken for `release`; 409 when updates
+/// or the repository are not configured or another install runs.
+pub(super) fn begin_install(
+    shared: &Shared,
+    release: &str,
+) -> ApiResult<(Arc<Updates>, InstallGuard)> {
+    let updates = engine_with_repository(shared)?;
+    let guard = updates
+        .try_begin(release)
+        .ok_or_else(|| ApiError::Conflict("another install is running".into()))?;
+    Ok((updates, guard))
+}
+
 /// The update engine, or 409 when the boot file has no `[update]`.
-pub(super) fn engine(shared: &Shared) -> ApiResult<Arc<crate::updates::Updates>> {
+fn engine(shared: &Shared) -> ApiResult<Arc<Updates>> {
     shared.updates.clone().ok_or_else(|| {
         ApiError::Conflict("updates are not configured on this device ([update])".into())
     })
@@ -329,12 +351,7 @@ pub(crate) async fn restart(
     )
 )]
 pub(crate) async fn check(State(shared): State<Arc<Shared>>) -> ApiResult<Json<CheckOutcome>> {
-    let updates = engine(&shared)?;
-    if !updates.has_repository() {
-        return Err(ApiError::Conflict(
-            "no update repository is configured ([update.repository])".into(),
-        ));
-    }
+    engine_with_repository(&shared)?;
     let worker = shared.clone();
     let outcome = tokio::task::spawn_blocking(move || check_once(&worker))
         .await
