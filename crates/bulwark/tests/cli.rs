@@ -407,3 +407,188 @@ fn update_repository_publishes_releases_a_device_verifies() {
     };
     assert!(update::manifest::SignedManifest::verify(&wire, &trusted, 1, &other).is_err());
 }
+
+/// `bulwark update repo add` for a small release `name` of `image`.
+fn add_release(state: &std::path::Path, repo: &str, name: &str, image: &str, code: &str) {
+    ok(
+        state,
+        &[
+            "update",
+            "repo",
+            "add",
+            repo,
+            "--release",
+            name,
+            "--image",
+            image,
+            "--compatible",
+            "plug-1",
+            "--version",
+            code,
+            "--version-code",
+            code,
+            "--security-version",
+            "1",
+            "--chunk-size",
+            "65536",
+        ],
+    );
+}
+
+/// The key ids a published root version gives `role`.
+fn role_keyids(metadata: &std::path::Path, version: u64, role: &str) -> Vec<String> {
+    let path = metadata.join(format!("{version}.root.json"));
+    let root: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(root["signed"]["version"], version, "{}", path.display());
+    let mut ids: Vec<String> = root["signed"]["roles"][role]["keyids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {role} keyids in {}", path.display()))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+// Key rotation follows TUF's root rotation: a device that trusted root 1
+// walks to the root naming the new keys and accepts releases they sign.
+#[test]
+fn update_repository_rotates_role_keys_a_device_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let repo = dir.path().join("repo");
+    let repo_str = repo.to_str().unwrap();
+    let image = dir.path().join("image.bin");
+    std::fs::write(&image, vec![7u8; 70_000]).unwrap();
+    let image_str = image.to_str().unwrap();
+    let out = dir.path().join("www");
+    let out_str = out.to_str().unwrap();
+    let metadata = out.join("metadata");
+    ok(&state, &["update", "repo", "init", repo_str]);
+    // As made before `rotate` existed: no role_keys, the original labels.
+    let config_path = repo.join("bulwark-repo.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(config["role_keys"]["targets"], "tuf-targets");
+    config.as_object_mut().unwrap().remove("role_keys");
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    add_release(&state, repo_str, "r1", image_str, "1");
+    ok(
+        &state,
+        &["update", "repo", "publish", repo_str, "--out", out_str],
+    );
+
+    let root1 = std::fs::read(repo.join("tuf/root/1.root.json")).unwrap();
+    let datastore = dir.path().join("datastore");
+    let client = || {
+        update_tuf::Client::new(
+            &root1,
+            &format!("file://{}/", metadata.display()),
+            &format!("file://{}/", out.join("targets").display()),
+            &datastore,
+            update_tuf::Limits::default(),
+        )
+        .unwrap()
+    };
+    let device = client();
+    assert_eq!(device.root_version(), 1);
+    device.fetch_target("r1.manifest.json").unwrap();
+    drop(device);
+
+    // An unknown role is refused before anything is touched.
+    let config = std::fs::read(repo.join("bulwark-repo.json")).unwrap();
+    let refused = fails(
+        &state,
+        &["update", "repo", "rotate", repo_str, "--role", "release"],
+    );
+    assert!(
+        refused.contains("root, targets, snapshot, timestamp"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read(repo.join("bulwark-repo.json")).unwrap(),
+        config
+    );
+    assert!(!repo.join("tuf/root/2.root.json").exists());
+
+    let rotated = ok(
+        &state,
+        &[
+            "update",
+            "repo",
+            "rotate",
+            repo_str,
+            "--role",
+            "timestamp",
+            "--role",
+            "targets",
+        ],
+    );
+    assert!(rotated.contains("root version 2"), "{rotated}");
+    assert!(
+        rotated.contains("targets: tuf-targets-2 (retired: tuf-targets)"),
+        "{rotated}"
+    );
+    assert!(
+        rotated.contains("timestamp: tuf-timestamp-2 (retired: tuf-timestamp)"),
+        "{rotated}"
+    );
+    assert!(rotated.contains("publish"), "{rotated}");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("bulwark-repo.json")).unwrap()).unwrap();
+    assert_eq!(saved["role_keys"]["targets"], "tuf-targets-2");
+    assert_eq!(saved["role_keys"]["root"], "tuf-root");
+    add_release(&state, repo_str, "r2", image_str, "2");
+    ok(
+        &state,
+        &["update", "repo", "publish", repo_str, "--out", out_str],
+    );
+
+    for (role, changed) in [
+        ("root", false),
+        ("targets", true),
+        ("snapshot", false),
+        ("timestamp", true),
+    ] {
+        let before = role_keyids(&metadata, 1, role);
+        let after = role_keyids(&metadata, 2, role);
+        assert_eq!(after.len(), 1, "{role}: {after:?}");
+        assert_eq!(before != after, changed, "{role}: {before:?} -> {after:?}");
+    }
+    let device = client();
+    assert_eq!(device.root_version(), 2);
+    let wire = device.fetch_target("r2.manifest.json").unwrap();
+    let pem = std::fs::read_to_string(repo.join("release-signing.pem")).unwrap();
+    let key = agent_config::public_key_from_pem("release", &pem).unwrap();
+    let trusted = update::manifest::TrustedKeys::new(&[key]).unwrap();
+    let target = update::manifest::Device {
+        compatible: "plug-1".into(),
+        current_version_code: 1,
+        security_floor: 1,
+    };
+    let verified = update::manifest::SignedManifest::verify(&wire, &trusted, 1, &target).unwrap();
+    assert_eq!(verified.manifest().version_code, 2);
+    drop(device);
+
+    // The root key itself: root 3 is signed by the old and the new one,
+    // and the device, already at root 2, follows.
+    let rotated = ok(
+        &state,
+        &["update", "repo", "rotate", repo_str, "--role", "root"],
+    );
+    assert!(
+        rotated.contains("root: tuf-root-2 (retired: tuf-root)"),
+        "{rotated}"
+    );
+    ok(
+        &state,
+        &["update", "repo", "publish", repo_str, "--out", out_str],
+    );
+    assert_ne!(
+        role_keyids(&metadata, 2, "root"),
+        role_keyids(&metadata, 3, "root")
+    );
+    let device = client();
+    assert_eq!(device.root_version(), 3);
+    device.fetch_target("r2.image").unwrap();
+}

@@ -5,14 +5,16 @@
 //! build host's disk), `bulwark-repo.json` naming them, and the TUF
 //! working state. `add` builds and signs a release's chunked manifest and
 //! adds it with its image as TUF targets; `publish` signs the metadata
-//! into a directory any static HTTPS mirror can serve.
+//! into a directory any static HTTPS mirror can serve. `rotate` replaces
+//! role keys through a new root version signed by the old and the new
+//! root keys (TUF 5.3.4), so devices follow it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use keys::{Algorithm, KeyAdmin, KeyLabel, KeyRef, KeyStore};
 use serde::{Deserialize, Serialize};
 use update_tuf::{RoleSpec, RootSpec};
@@ -20,7 +22,6 @@ use update_tuf::{RoleSpec, RootSpec};
 use crate::keystore::{KeystoreSpec, SpecArg};
 
 const CONFIG: &str = "bulwark-repo.json";
-const ROLES: [&str; 4] = ["tuf-root", "tuf-targets", "tuf-snapshot", "tuf-timestamp"];
 const RELEASE_KEY: &str = "release";
 /// The release-signing public key devices trust (`[update] trusted_keys`).
 pub(crate) const RELEASE_PEM: &str = "release-signing.pem";
@@ -79,6 +80,36 @@ pub(crate) enum RepoCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Gives roles new keys in a new root version (publish to make it visible).
+    Rotate {
+        /// Repository directory.
+        dir: PathBuf,
+        /// A role whose key is replaced (repeat for several: one root version).
+        #[arg(long, required = true)]
+        role: Vec<Role>,
+    },
+}
+
+/// A TUF top-level role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Role {
+    Root,
+    Targets,
+    Snapshot,
+    Timestamp,
+}
+
+impl Role {
+    const ALL: [Role; 4] = [Role::Root, Role::Targets, Role::Snapshot, Role::Timestamp];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Root => "root",
+            Role::Targets => "targets",
+            Role::Snapshot => "snapshot",
+            Role::Timestamp => "timestamp",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,6 +118,50 @@ struct RepoConfig {
     keystore: String,
     root_days: u64,
     timestamp_days: u64,
+    /// Absent in repositories made before `rotate`: the original labels.
+    #[serde(default)]
+    role_keys: RoleKeys,
+}
+
+/// The keystore label of each role's current key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleKeys {
+    root: String,
+    targets: String,
+    snapshot: String,
+    timestamp: String,
+}
+
+impl Default for RoleKeys {
+    fn default() -> Self {
+        Self {
+            root: "tuf-root".into(),
+            targets: "tuf-targets".into(),
+            snapshot: "tuf-snapshot".into(),
+            timestamp: "tuf-timestamp".into(),
+        }
+    }
+}
+
+impl RoleKeys {
+    fn get(&self, role: Role) -> &str {
+        match role {
+            Role::Root => &self.root,
+            Role::Targets => &self.targets,
+            Role::Snapshot => &self.snapshot,
+            Role::Timestamp => &self.timestamp,
+        }
+    }
+
+    fn set(&mut self, role: Role, label: String) {
+        *match role {
+            Role::Root => &mut self.root,
+            Role::Targets => &mut self.targets,
+            Role::Snapshot => &mut self.snapshot,
+            Role::Timestamp => &mut self.timestamp,
+        } = label;
+    }
 }
 
 pub(crate) fn run(command: RepoCommand) -> Result<()> {
@@ -121,6 +196,7 @@ pub(crate) fn run(command: RepoCommand) -> Result<()> {
             },
         ),
         RepoCommand::Publish { dir, out } => publish(&dir, &out),
+        RepoCommand::Rotate { dir, role } => rotate(&dir, &role),
     }
 }
 
@@ -139,7 +215,9 @@ fn init(dir: &Path, spec: &KeystoreSpec, root_days: u64, timestamp_days: u64) ->
     }
     keys::fsio::ensure_private_dir(dir)?;
     let store = spec.open(&dir.join("keystore"))?;
-    for label in ROLES.iter().chain([&RELEASE_KEY]) {
+    let role_keys = RoleKeys::default();
+    let labels = Role::ALL.map(|r| role_keys.get(r));
+    for label in labels.iter().chain([&RELEASE_KEY]) {
         store
             .generate(&label.parse()?, Algorithm::EcdsaP256Sha256)
             .with_context(|| format!("generating the {label} key"))?;
@@ -148,6 +226,7 @@ fn init(dir: &Path, spec: &KeystoreSpec, root_days: u64, timestamp_days: u64) ->
         keystore: spec.to_string(),
         root_days,
         timestamp_days,
+        role_keys,
     };
     let store: Arc<dyn KeyStore> = store;
     update_tuf::Repository::init(&dir.join("tuf"), root_spec(&store, &config)?)
@@ -158,11 +237,7 @@ fn init(dir: &Path, spec: &KeystoreSpec, root_days: u64, timestamp_days: u64) ->
         identity::x509::pem("PUBLIC KEY", release.public_key().spki_der()).as_bytes(),
         0o644,
     )?;
-    keys::fsio::write_atomic(
-        &dir.join(CONFIG),
-        serde_json::to_string_pretty(&config)?.as_bytes(),
-        0o600,
-    )?;
+    save(dir, &config)?;
     println!("update repository created in {}", dir.display());
     println!(
         "  devices trust releases signed by {} ([update] trusted_keys)",
@@ -175,7 +250,7 @@ fn init(dir: &Path, spec: &KeystoreSpec, root_days: u64, timestamp_days: u64) ->
     Ok(())
 }
 
-fn open(dir: &Path) -> Result<(RepoConfig, Arc<dyn KeyStore>)> {
+fn open(dir: &Path) -> Result<(RepoConfig, Arc<dyn KeyAdmin>)> {
     let path = dir.join(CONFIG);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -190,17 +265,108 @@ fn open(dir: &Path) -> Result<(RepoConfig, Arc<dyn KeyStore>)> {
     Ok((config, store))
 }
 
+fn save(dir: &Path, config: &RepoConfig) -> Result<()> {
+    keys::fsio::write_atomic(
+        &dir.join(CONFIG),
+        serde_json::to_string_pretty(config)?.as_bytes(),
+        0o600,
+    )?;
+    Ok(())
+}
+
 fn root_spec(store: &Arc<dyn KeyStore>, config: &RepoConfig) -> Result<RootSpec> {
-    let key = |label: &str| -> Result<KeyRef> {
-        let label: KeyLabel = label.parse()?;
-        KeyRef::new(store.clone(), label).with_context(|| "reading a repository key".to_string())
+    let key = |role: Role| -> Result<KeyRef> {
+        let label: KeyLabel = config.role_keys.get(role).parse()?;
+        KeyRef::new(store.clone(), label)
+            .with_context(|| format!("reading the {} role key", role.name()))
     };
     Ok(RootSpec {
-        root: RoleSpec::single(key(ROLES[0])?, days(config.root_days)),
-        targets: RoleSpec::single(key(ROLES[1])?, days(config.root_days)),
-        snapshot: RoleSpec::single(key(ROLES[2])?, days(config.timestamp_days)),
-        timestamp: RoleSpec::single(key(ROLES[3])?, days(config.timestamp_days)),
+        root: RoleSpec::single(key(Role::Root)?, days(config.root_days)),
+        targets: RoleSpec::single(key(Role::Targets)?, days(config.root_days)),
+        snapshot: RoleSpec::single(key(Role::Snapshot)?, days(config.timestamp_days)),
+        timestamp: RoleSpec::single(key(Role::Timestamp)?, days(config.timestamp_days)),
     })
+}
+
+/// `tuf-<role>-N` with the lowest N from 2 that the keystore does not hold.
+fn fresh_label(role: Role, taken: &[String]) -> Result<KeyLabel> {
+    let base = RoleKeys::default().get(role).to_owned();
+    let label = (2u32..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|l| !taken.contains(l))
+        .expect("an unbounded range has a free label");
+    Ok(label.parse()?)
+}
+
+fn rotate(dir: &Path, roles: &[Role]) -> Result<()> {
+    let (mut config, admin) = open(dir)?;
+    let store: Arc<dyn KeyStore> = admin.clone();
+    let mut repo = update_tuf::Repository::open(&dir.join("tuf"), root_spec(&store, &config)?)
+        .context("opening the TUF repository")?;
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    let mut taken: Vec<String> = admin
+        .list()?
+        .into_iter()
+        .map(|k| k.label.as_str().to_owned())
+        .collect();
+    let mut created = Vec::new();
+    let mut retired = Vec::new();
+    let generated = roles.iter().try_for_each(|&role| -> Result<()> {
+        let label = fresh_label(role, &taken)?;
+        admin
+            .generate(&label, Algorithm::EcdsaP256Sha256)
+            .with_context(|| format!("generating the new {} key {label}", role.name()))?;
+        taken.push(label.as_str().to_owned());
+        created.push(label.clone());
+        retired.push(config.role_keys.get(role).to_owned());
+        config.role_keys.set(role, label.as_str().to_owned());
+        Ok(())
+    });
+    let rotated = generated.and_then(|()| {
+        let spec = root_spec(&store, &config)?;
+        repo.rotate_root(spec).context("signing the rotated root")
+    });
+    let version = match rotated {
+        Ok(version) => version,
+        Err(e) => {
+            // Nothing names the new keys yet: take them back out.
+            for label in &created {
+                if let Err(d) = admin.delete(label) {
+                    tracing::warn!(%label, error = %d, "could not remove an unused new key");
+                }
+            }
+            return Err(e);
+        }
+    };
+    save(dir, &config).with_context(|| {
+        format!(
+            "root version {version} is signed but {CONFIG} was not updated: set role_keys to {}",
+            roles
+                .iter()
+                .zip(&created)
+                .map(|(r, l)| format!("{}={l}", r.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    println!("root version {version}: new keys for {}", {
+        roles
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    for ((role, new), old) in roles.iter().zip(&created).zip(&retired) {
+        println!("  {}: {new} (retired: {old})", role.name());
+    }
+    println!(
+        "  retired keys stay in {}'s keystore (bulwark has no key delete command);",
+        dir.display()
+    );
+    println!("  publish to make the new root visible to devices");
+    Ok(())
 }
 
 fn add(dir: &Path, name: &str, image: &Path, release: &update::publish::Release) -> Result<()> {
