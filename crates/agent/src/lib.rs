@@ -280,17 +280,25 @@ impl Agent {
 /// list and the hub: the alert path stays up in fail-safe mode).
 fn report_startup(shared: &Shared, startup: &updates::Startup) -> Result<()> {
     let event = match startup {
-        updates::Startup::Verified { slot, version } => Event::system(
+        updates::Startup::Verified {
+            slot,
+            version,
+            waived,
+        } => startup_passed(
             Severity::Info,
             "update.integrity",
-            Outcome::Success,
-            &format!("slot {slot} verified against its signed release {version}"),
+            format!("slot {slot} verified against its signed release {version}"),
+            *waived,
         ),
-        updates::Startup::Committed { slot, version } => Event::system(
+        updates::Startup::Committed {
+            slot,
+            version,
+            waived,
+        } => startup_passed(
             Severity::Notice,
             "update.commit",
-            Outcome::Success,
-            &format!("trial slot {slot} verified; release {version} committed"),
+            format!("trial slot {slot} verified; release {version} committed"),
+            *waived,
         ),
         updates::Startup::Failed { finding } => {
             tracing::error!(%finding, "start-up integrity check failed: fail-safe mode");
@@ -309,6 +317,23 @@ fn report_startup(shared: &Shared, startup: &updates::Startup) -> Result<()> {
         }
     };
     shared.record(event).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The event of a start-up check that passed. A release that runs below
+/// anti-rollback by the owner's waiver (danger_rollback) is a warning,
+/// every time, so the audit trail never reads as an ordinary start.
+fn startup_passed(severity: Severity, action: &str, what: String, waived: bool) -> Event {
+    if !waived {
+        return Event::system(severity, action, Outcome::Success, &what);
+    }
+    Event::system(
+        Severity::Warning,
+        action,
+        Outcome::Success,
+        &format!(
+            "{what}; below anti-rollback, accepted under the owner's rollback waiver (danger_rollback)"
+        ),
+    )
 }
 
 /// Housekeeping: time-bounded event-log checkpoints, forgetting idle

@@ -179,6 +179,8 @@ pub(crate) enum Startup {
         slot: SlotName,
         /// Its release's version.
         version: String,
+        /// Accepted below anti-rollback under the owner's waiver.
+        waived: bool,
     },
     /// A trial slot verified and is now committed.
     Committed {
@@ -186,6 +188,8 @@ pub(crate) enum Startup {
         slot: SlotName,
         /// Its release's version.
         version: String,
+        /// Accepted below anti-rollback under the owner's waiver.
+        waived: bool,
     },
     /// The running slot did not verify: fail-safe mode.
     Failed {
@@ -529,14 +533,23 @@ impl Updates {
             )
         });
         self.measure(&outcome);
+        // Whether the running release stands only by the owner's waiver
+        // (the check keeps the waiver naming it, and only that one).
+        let waived = |release: &update::manifest::AuthenticManifest| {
+            self.waiver_file()
+                .load()
+                .is_ok_and(|w| update::waiver::waived(&w, release.digest()))
+        };
         let startup = match outcome {
             Ok(BootOutcome::Committed { slot, release }) => Startup::Verified {
                 slot,
                 version: release.manifest().version.clone(),
+                waived: waived(&release),
             },
             Ok(BootOutcome::TrialCommitted { slot, release }) => Startup::Committed {
                 slot,
                 version: release.manifest().version.clone(),
+                waived: waived(&release),
             },
             Ok(BootOutcome::Failed {
                 slot,

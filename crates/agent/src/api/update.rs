@@ -116,8 +116,8 @@ pub(crate) async fn install(
     let task = tokio::task::spawn_blocking(move || {
         let _guard = guard;
         let result = run_install(&worker, &engine, &release);
-        record_install(&worker, &caller, &release, &result);
-        result
+        let recorded = record_install(&worker, &caller, &release, &result);
+        (result, recorded)
     });
     if prefers_async(&headers) {
         let view = updates.progress();
@@ -130,10 +130,13 @@ pub(crate) async fn install(
         );
         return Ok(response);
     }
-    let summary = task
+    let (result, recorded) = task
         .await
-        .map_err(|e| ApiError::internal("update install", e))?
-        .map_err(install_error)?;
+        .map_err(|e| ApiError::internal("update install", e))?;
+    let summary = result.map_err(install_error)?;
+    // An asynchronous install has no one to answer: the failure to record
+    // it was logged.
+    recorded?;
     Ok(Json(summary).into_response())
 }
 
@@ -155,13 +158,16 @@ fn prefers_async(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Records an install's outcome under the caller that asked for it.
+/// Records an install's outcome under the caller that asked for it. A
+/// success that cannot be recorded is an error (an unaudited change of
+/// the device); a failure is recorded quietly, as its own error is what
+/// the caller needs to hear.
 fn record_install(
     shared: &Shared,
     caller: &Caller,
     release: &str,
     result: &Result<InstallSummary, InstallError>,
-) {
+) -> ApiResult<()> {
     let event = match result {
         Ok(summary) => actor_event(
             caller,
@@ -181,10 +187,13 @@ fn record_install(
             );
             event.severity = Severity::Warning;
             event.outcome = Outcome::Failure;
-            event
+            shared.record_quietly(event);
+            return Ok(());
         }
     };
-    shared.record_quietly(event);
+    shared.record(event).inspect_err(|e| {
+        tracing::error!(release, error = %e, "an installed release could not be recorded in the event log");
+    })
 }
 
 /// Progress of the running install, or the outcome of the last one (an
