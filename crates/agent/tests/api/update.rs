@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agent::RunningAgent;
 use agent_config::{AgentFile, UpdateRepository, UpdateSection};
 use hyper::{Method, StatusCode};
 use keys::{Algorithm, KeyAdmin, KeyRef};
@@ -368,6 +369,24 @@ impl Rig {
     }
 }
 
+/// Starts the agent with `file` and claims the device; the connection is
+/// logged in as the owner.
+async fn start_claimed(device: &Device, file: AgentFile) -> (RunningAgent, SocketAddr, Client) {
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let owner = support::claimed(addr, device).await;
+    (agent, addr, owner)
+}
+
+/// Starts the agent on a device claimed before (as after a power-on); a
+/// new connection logged in as the owner.
+async fn start_as_owner(device: &Device, file: AgentFile) -> (RunningAgent, Client) {
+    let agent = device.start_with(file).await;
+    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    (agent, owner)
+}
+
 async fn install(client: &mut Client, release: &str, password: Option<&str>) -> support::Reply {
     let mut body = json!({ "release": release });
     if let Some(p) = password {
@@ -418,10 +437,8 @@ fn events(device: &Device) -> Vec<store::eventlog::Exported> {
 async fn install_by_viewer_operator_or_stranger_is_refused() {
     let device = Device::provision();
     let rig = Rig::new_blocking(&device);
-    let agent = device.start_with(rig.file(&device)).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let (agent, addr, mut owner) = start_claimed(&device, rig.file(&device)).await;
     let root = device.root();
-    let mut owner = support::claimed(addr, &device).await;
     support::create_viewer(&mut owner).await;
     create_account(&mut owner, "operator", "operator", OPERATOR_PASSWORD).await;
     let mut viewer = support::session(addr, &root, "viewer", VIEWER_PASSWORD).await;
@@ -480,9 +497,7 @@ async fn owner_installs_a_signed_release_and_the_trial_commits_after_boot() {
     let device = Device::provision();
     let rig = Rig::new_blocking(&device);
     let file = rig.file(&device);
-    let agent = device.start_with(file.clone()).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, file.clone()).await;
 
     let before = update_status(&mut owner).await;
     assert_eq!(before["configured"], true);
@@ -530,9 +545,7 @@ async fn owner_installs_a_signed_release_and_the_trial_commits_after_boot() {
 
     // Power-on: the boot loader tries B once.
     assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
-    let agent = device.start_with(file).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    let (agent, mut owner) = start_as_owner(&device, file).await;
     let after = update_status(&mut owner).await;
     assert_eq!(after["boot"]["active"], "b", "{after}");
     assert_eq!(after["boot"]["booted"], "b", "{after}");
@@ -567,9 +580,7 @@ async fn owner_installs_a_signed_release_and_the_trial_commits_after_boot() {
 async fn image_download_cut_mid_way_resumes_with_range() {
     let device = Device::provision();
     let rig = Rig::good_only_blocking(&device);
-    let agent = device.start_with(rig.file(&device)).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, rig.file(&device)).await;
 
     let cut = 3 * CHUNK + CHUNK / 2;
     rig.server.images.lock().unwrap().cut_after = Some(cut);
@@ -598,9 +609,7 @@ async fn image_download_cut_mid_way_resumes_with_range() {
 async fn an_asynchronous_install_reports_its_progress_until_it_ends() {
     let device = Device::provision();
     let rig = Rig::good_only_blocking(&device);
-    let agent = device.start_with(rig.file(&device)).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, addr, mut owner) = start_claimed(&device, rig.file(&device)).await;
     support::create_viewer(&mut owner).await;
     let mut viewer = support::session(addr, &device.root(), "viewer", VIEWER_PASSWORD).await;
 
@@ -720,15 +729,13 @@ async fn restarted_within(marker: &Path, limit: Duration) -> bool {
 
 /// A claimed device whose agent has a restart command that leaves a
 /// marker, with `updates` settings `policy` in force.
-async fn restart_rig(policy: Value) -> (Device, Rig, PathBuf, agent::RunningAgent, Client) {
+async fn restart_rig(policy: Value) -> (Device, Rig, PathBuf, RunningAgent, Client) {
     let device = Device::provision();
     let rig = Rig::good_only_blocking(&device);
     let marker = device.state_dir.join("restarted");
     let mut file = rig.file(&device);
     restart_marker(&mut file, &marker);
-    let agent = device.start_with(file).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, file).await;
     let changed = support::put_settings(&mut owner, json!({ "updates": policy })).await;
     assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
     (device, rig, marker, agent, owner)
@@ -850,9 +857,7 @@ async fn automatic_restart_comes_after_its_notice() {
 async fn an_install_over_the_data_budget_is_refused_before_downloading() {
     let device = Device::provision();
     let rig = Rig::good_only_blocking(&device);
-    let agent = device.start_with(rig.file(&device)).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, rig.file(&device)).await;
     let budget = rig.good.len() as u64 - 1;
     let changed = support::put_settings(
         &mut owner,
@@ -904,9 +909,7 @@ async fn a_trial_failing_its_health_check_is_abandoned() {
     let device = Device::provision();
     let rig = Rig::new_blocking(&device);
     let file = rig.file(&device);
-    let agent = device.start_with(file.clone()).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, file.clone()).await;
     let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     agent.shutdown().await;
@@ -923,9 +926,7 @@ async fn a_trial_failing_its_health_check_is_abandoned() {
     }];
     unhealthy.validate().unwrap();
     assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
-    let agent = device.start_with(unhealthy).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    let (agent, mut owner) = start_as_owner(&device, unhealthy).await;
     let after = update_status(&mut owner).await;
     assert_eq!(after["fail_safe"], true, "{after}");
     let finding = after["integrity_failure"].as_str().unwrap_or_default();
@@ -947,9 +948,7 @@ async fn a_trial_failing_its_health_check_is_abandoned() {
 async fn release_with_a_flipped_byte_is_refused_at_its_chunk_and_slot_b_stays_unbootable() {
     let device = Device::provision();
     let rig = Rig::new_blocking(&device);
-    let agent = device.start_with(rig.file(&device)).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, rig.file(&device)).await;
 
     let reply = install(&mut owner, FLIPPED, Some(OWNER_PASSWORD)).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
@@ -1142,9 +1141,7 @@ fn closed_window() -> Value {
 async fn update_check_announces_a_newer_release_once_and_waits_for_the_window() {
     let device = Device::provision();
     let rig = Rig::new_blocking(&device);
-    let agent = device.start_with(rig.file(&device)).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, addr, mut owner) = start_claimed(&device, rig.file(&device)).await;
     let changed =
         support::put_settings(&mut owner, json!({"updates": {"window": closed_window()}})).await;
     assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
@@ -1185,9 +1182,7 @@ async fn update_check_announces_a_newer_release_once_and_waits_for_the_window() 
 async fn update_check_installs_nothing_when_install_is_manual_and_installs_when_automatic() {
     let device = Device::provision();
     let rig = Rig::good_only_blocking(&device);
-    let agent = device.start_with(rig.file(&device)).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, rig.file(&device)).await;
     let changed =
         support::put_settings(&mut owner, json!({"updates": {"install": "manual"}})).await;
     assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
@@ -1265,17 +1260,13 @@ async fn owner_overrides_anti_rollback_for_one_release_through_the_audited_dange
     let device = Device::provision();
     let rig = Rig::good_only_blocking(&device);
     let file = rig.file(&device);
-    let agent = device.start_with(file.clone()).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::claimed(addr, &device).await;
+    let (agent, _, mut owner) = start_claimed(&device, file.clone()).await;
     let reply = install(&mut owner, GOOD, Some(OWNER_PASSWORD)).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     agent.shutdown().await;
     assert_eq!(rig.boot().boot().unwrap(), SlotName::B);
 
-    let agent = device.start_with(file.clone()).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-    let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+    let (agent, mut owner) = start_as_owner(&device, file.clone()).await;
     let status = update_status(&mut owner).await;
     assert_eq!(status["boot"]["active"], "b", "{status}");
     assert_eq!(status["security_floor"], 2, "{status}");
@@ -1346,9 +1337,7 @@ async fn owner_overrides_anti_rollback_for_one_release_through_the_audited_dange
     // waiver and is committed; the floor stays 2.
     assert_eq!(rig.boot().boot().unwrap(), SlotName::A);
     for _ in 0..2 {
-        let agent = device.start_with(file.clone()).await;
-        let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
-        let mut owner = support::session(addr, &device.root(), "owner", OWNER_PASSWORD).await;
+        let (agent, mut owner) = start_as_owner(&device, file.clone()).await;
         let after = update_status(&mut owner).await;
         assert_eq!(after["fail_safe"], false, "{after}");
         assert_eq!(after["boot"]["active"], "a", "{after}");
@@ -1385,6 +1374,21 @@ async fn owner_overrides_anti_rollback_for_one_release_through_the_audited_dange
         1,
         "refused attempts were recorded as overrides"
     );
+    // Both start-ups say that 1.0.0 runs under the waiver: the commit of
+    // its trial, then the check of the committed slot.
+    for action in ["update.commit", "update.integrity"] {
+        let started = events
+            .iter()
+            .rev()
+            .find(|e| e.event.action == action && e.event.detail.contains("release 1.0.0"))
+            .unwrap_or_else(|| panic!("no {action} event for 1.0.0"));
+        assert!(
+            started.event.detail.contains("rollback waiver"),
+            "{action}: {}",
+            started.event.detail
+        );
+        assert_eq!(started.event.severity, store::eventlog::Severity::Warning);
+    }
 }
 
 /// Issue #5 item 5: the override is the owner's alone. A service granted
@@ -1405,10 +1409,8 @@ async fn danger_rollback_is_refused_to_services_operators_and_the_owner_without_
         grants: vec!["install-update".to_owned()],
     }];
     file.validate().unwrap();
-    let agent = device.start_with(file).await;
-    let addr = agent.local_addr(agent::MANAGEMENT_API).await.unwrap();
+    let (agent, addr, mut owner) = start_claimed(&device, file).await;
     let root = device.root();
-    let mut owner = support::claimed(addr, &device).await;
     support::create_viewer(&mut owner).await;
     create_account(&mut owner, "operator", "operator", OPERATOR_PASSWORD).await;
     let mut viewer = support::session(addr, &root, "viewer", VIEWER_PASSWORD).await;
