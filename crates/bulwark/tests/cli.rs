@@ -592,3 +592,63 @@ fn update_repository_rotates_role_keys_a_device_follows() {
     assert_eq!(device.root_version(), 3);
     device.fetch_target("r2.image").unwrap();
 }
+
+/// A rotation cut between signing the new root and saving the
+/// configuration (simulated: the old configuration put back, the new one
+/// left as the pending file) is finished by the next command; a pending
+/// file whose keys the root does not name (the cut came before signing)
+/// is dropped. Either way the repository keeps publishing.
+#[test]
+fn an_interrupted_key_rotation_is_finished_or_dropped_by_the_next_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let repo = dir.path().join("repo");
+    let repo_str = repo.to_str().unwrap();
+    let image = dir.path().join("image.bin");
+    std::fs::write(&image, vec![9u8; 70_000]).unwrap();
+    let out = dir.path().join("www");
+    let publish = [
+        "update",
+        "repo",
+        "publish",
+        repo_str,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ok(&state, &["update", "repo", "init", repo_str]);
+    add_release(&state, repo_str, "r1", image.to_str().unwrap(), "1");
+    let config = repo.join("bulwark-repo.json");
+    let pending = repo.join("bulwark-repo.next.json");
+    let before = std::fs::read(&config).unwrap();
+    // Publishes, which settles the pending rotation as `said` and leaves
+    // `expected` as the configuration.
+    let publish_settles = |said: &str, expected: &[u8]| {
+        let published = bulwark(&state, &publish);
+        assert!(published.status.success(), "{published:?}");
+        let stderr = String::from_utf8_lossy(&published.stderr);
+        assert!(stderr.contains(said), "{stderr}");
+        assert_eq!(std::fs::read(&config).unwrap(), expected);
+        assert!(!pending.exists());
+    };
+
+    // Signed, not saved.
+    ok(
+        &state,
+        &["update", "repo", "rotate", repo_str, "--role", "snapshot"],
+    );
+    let after = std::fs::read(&config).unwrap();
+    assert_ne!(before, after);
+    assert!(
+        !pending.exists(),
+        "a finished rotation leaves no pending file"
+    );
+    std::fs::write(&pending, &after).unwrap();
+    std::fs::write(&config, &before).unwrap();
+    publish_settles("finished an interrupted key rotation", &after);
+
+    // Pending, never signed: the root still names the current keys.
+    let mut bogus: serde_json::Value = serde_json::from_slice(&after).unwrap();
+    bogus["role_keys"]["timestamp"] = "tuf-timestamp-9".into();
+    std::fs::write(&pending, serde_json::to_vec(&bogus).unwrap()).unwrap();
+    publish_settles("dropped an interrupted key rotation", &after);
+}

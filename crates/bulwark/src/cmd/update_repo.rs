@@ -22,6 +22,10 @@ use update_tuf::{RoleSpec, RootSpec};
 use crate::keystore::{KeystoreSpec, SpecArg};
 
 const CONFIG: &str = "bulwark-repo.json";
+/// The configuration a key rotation is about to make current, written
+/// before the new root is signed: a rotation cut between signing the root
+/// and saving [`CONFIG`] is finished (or dropped) by the next command.
+const PENDING: &str = "bulwark-repo.next.json";
 const RELEASE_KEY: &str = "release";
 /// The release-signing public key devices trust (`[update] trusted_keys`).
 pub(crate) const RELEASE_PEM: &str = "release-signing.pem";
@@ -262,7 +266,45 @@ fn open(dir: &Path) -> Result<(RepoConfig, Arc<dyn KeyAdmin>)> {
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
     let spec: KeystoreSpec = config.keystore.parse()?;
     let store: Arc<dyn KeyAdmin> = spec.open(&dir.join("keystore"))?;
+    let config = settle_rotation(dir, config, &store)?;
     Ok((config, store))
+}
+
+/// Finishes a key rotation that was cut short. [`PENDING`] names the new
+/// keys: if the repository's root already names them, the root was signed
+/// and only saving the configuration was lost, so it becomes current;
+/// otherwise the root was not rotated and it is dropped.
+fn settle_rotation(
+    dir: &Path,
+    config: RepoConfig,
+    store: &Arc<dyn KeyAdmin>,
+) -> Result<RepoConfig> {
+    let path = dir.join(PENDING);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(config),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let store: Arc<dyn KeyStore> = store.clone();
+    let next = serde_json::from_str::<RepoConfig>(&text)
+        .ok()
+        .filter(|next| {
+            root_spec(&store, next)
+                .is_ok_and(|spec| update_tuf::Repository::open(&dir.join("tuf"), spec).is_ok())
+        });
+    let settled = match next {
+        Some(next) => {
+            save(dir, &next)?;
+            eprintln!("finished an interrupted key rotation: {CONFIG} names the new root's keys");
+            next
+        }
+        None => {
+            eprintln!("dropped an interrupted key rotation: the root was not rotated");
+            config
+        }
+    };
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(settled)
 }
 
 fn save(dir: &Path, config: &RepoConfig) -> Result<()> {
@@ -326,11 +368,17 @@ fn rotate(dir: &Path, roles: &[Role]) -> Result<()> {
     });
     let rotated = generated.and_then(|()| {
         let spec = root_spec(&store, &config)?;
+        keys::fsio::write_atomic(
+            &dir.join(PENDING),
+            serde_json::to_string_pretty(&config)?.as_bytes(),
+            0o600,
+        )?;
         repo.rotate_root(spec).context("signing the rotated root")
     });
     let version = match rotated {
         Ok(version) => version,
         Err(e) => {
+            let _ = std::fs::remove_file(dir.join(PENDING));
             // Nothing names the new keys yet: take them back out.
             for label in &created {
                 if let Err(d) = admin.delete(label) {
@@ -340,17 +388,15 @@ fn rotate(dir: &Path, roles: &[Role]) -> Result<()> {
             return Err(e);
         }
     };
-    save(dir, &config).with_context(|| {
-        format!(
-            "root version {version} is signed but {CONFIG} was not updated: set role_keys to {}",
-            roles
-                .iter()
-                .zip(&created)
-                .map(|(r, l)| format!("{}={l}", r.name()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
+    // Should this fail, PENDING still names the new keys and the next
+    // command finishes the rotation (`settle_rotation`).
+    save(dir, &config)
+        .and_then(|()| Ok(std::fs::remove_file(dir.join(PENDING))?))
+        .with_context(|| {
+            format!(
+                "root version {version} is signed but {CONFIG} was not updated; the next `bulwark update repo` command finishes it from {PENDING}"
+            )
+        })?;
     println!("root version {version}: new keys for {}", {
         roles
             .iter()
