@@ -7,6 +7,7 @@
 mod api_client;
 mod cmd;
 mod keystore;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

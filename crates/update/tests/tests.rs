@@ -878,6 +878,15 @@ mod commit {
         f
     }
 
+    /// The check failed on `slot`, which was (or was not) a trial.
+    #[track_caller]
+    fn assert_failed(outcome: &BootOutcome, slot: SlotName, trial: bool) {
+        assert!(
+            matches!(outcome, BootOutcome::Failed { slot: s, was_trial, .. } if *s == slot && *was_trial == trial),
+            "{outcome:?}"
+        );
+    }
+
     fn waiver_for(release: &AuthenticManifest, floor: u64) -> RollbackWaiver {
         RollbackWaiver {
             manifest_sha256: hex::encode(release.digest()),
@@ -926,17 +935,7 @@ mod commit {
         f.boot.commit(SlotName::A).unwrap();
         assert_eq!(f.boot.boot().unwrap(), SlotName::A);
         let outcome = confirm(None);
-        assert!(
-            matches!(
-                outcome,
-                BootOutcome::Failed {
-                    slot: SlotName::A,
-                    was_trial: false,
-                    ..
-                }
-            ),
-            "{outcome:?}"
-        );
+        assert_failed(&outcome, SlotName::A, false);
         assert_eq!(f.floor.get().unwrap(), 7);
     }
 
@@ -1030,17 +1029,7 @@ mod commit {
         f.boot.mark_try_once(SlotName::A).unwrap();
         assert_eq!(f.boot.boot().unwrap(), SlotName::A);
         let outcome = confirm();
-        assert!(
-            matches!(
-                outcome,
-                BootOutcome::Failed {
-                    slot: SlotName::A,
-                    was_trial: true,
-                    ..
-                }
-            ),
-            "{outcome:?}"
-        );
+        assert_failed(&outcome, SlotName::A, true);
     }
 
     #[test]
@@ -1050,17 +1039,7 @@ mod commit {
         a[0] ^= 1;
         std::fs::write(&f.slots.a.path, &a).unwrap();
         let outcome = confirm_boot(&f.boot, &f.slots, &f.records(), &f.floor, f.trust()).unwrap();
-        assert!(
-            matches!(
-                outcome,
-                BootOutcome::Failed {
-                    slot: SlotName::A,
-                    was_trial: false,
-                    ..
-                }
-            ),
-            "{outcome:?}"
-        );
+        assert_failed(&outcome, SlotName::A, false);
     }
 }
 

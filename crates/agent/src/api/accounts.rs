@@ -267,6 +267,15 @@ pub(crate) async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A failed action by `caller`, as a warning.
+pub(crate) fn actor_failure(caller: &Caller, action: &str, detail: &str) -> Event {
+    Event {
+        severity: Severity::Warning,
+        outcome: Outcome::Failure,
+        ..actor_event(caller, action, detail)
+    }
+}
+
 /// An event by the caller (a person's identity is sealed under their key).
 pub(crate) fn actor_event(caller: &Caller, action: &str, detail: &str) -> Event {
     let source = caller.source();

@@ -30,10 +30,10 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use store::eventlog::{Outcome, Severity};
+use store::eventlog::Severity;
 use utoipa::ToSchema;
 
-use crate::api::accounts::actor_event;
+use crate::api::accounts::{actor_event, actor_failure};
 use crate::api::update::{begin_install, check_release_name, install_error};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
@@ -205,14 +205,11 @@ fn override_rollback(
         }
         Err(e) => {
             drop(armed);
-            let mut event = actor_event(
+            shared.record_quietly(actor_failure(
                 caller,
                 "update.install",
                 &format!("release {release} not installed past anti-rollback: {e}"),
-            );
-            event.severity = Severity::Warning;
-            event.outcome = Outcome::Failure;
-            shared.record_quietly(event);
+            ));
             Err(install_error(e))
         }
     }

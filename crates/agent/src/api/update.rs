@@ -14,10 +14,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use store::eventlog::{Outcome, Severity};
 use utoipa::ToSchema;
 
-use crate::api::accounts::actor_event;
+use crate::api::accounts::{actor_event, actor_failure};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::JsonBody;
 use crate::guard::Caller;
@@ -180,14 +179,11 @@ fn record_install(
             ),
         ),
         Err(e) => {
-            let mut event = actor_event(
+            shared.record_quietly(actor_failure(
                 caller,
                 "update.install",
                 &format!("release {release} not installed: {e}"),
-            );
-            event.severity = Severity::Warning;
-            event.outcome = Outcome::Failure;
-            shared.record_quietly(event);
+            ));
             return Ok(());
         }
     };

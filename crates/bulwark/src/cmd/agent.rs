@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::device::Device;
+use crate::signals::Signals;
 
 /// Arguments of `bulwark agent`.
 #[derive(Debug, Default, Args)]
@@ -73,7 +74,7 @@ async fn serve(device: Device, file: agent_config::AgentFile) -> Result<()> {
         measurement,
     };
     let running = agent::Agent::start(parts).await?;
-    let stop = StopSignals::listen()?;
+    let mut signals = Signals::listen(false)?;
     match running.local_addr(agent::MANAGEMENT_API).await {
         Some(addr) => {
             println!("Bulwark agent: management API on https://{addr}/api/v1/");
@@ -90,7 +91,7 @@ async fn serve(device: Device, file: agent_config::AgentFile) -> Result<()> {
     println!("  stop with Ctrl-C or SIGTERM");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let watchdog = tokio::spawn(watchdog());
-    stop.wait().await;
+    signals.next().await;
     watchdog.abort();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     running.shutdown().await;
@@ -108,30 +109,5 @@ async fn watchdog() {
     loop {
         interval.tick().await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-    }
-}
-
-/// SIGTERM and SIGINT, listened for before readiness is announced: a stop
-/// that comes right after the announcement (systemd, a test) then shuts
-/// down cleanly instead of killing the process by the signal's default.
-struct StopSignals {
-    term: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn listen() -> Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
-            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
-        })
-    }
-
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.interrupt.recv() => {}
-        }
     }
 }

@@ -17,6 +17,7 @@ use gateway::{GatewayFile, Policy, PolicyHandle};
 use identity::tls::TlsIdentity;
 
 use super::device::Device;
+use crate::signals::{Received, Signals};
 
 /// `bulwark gateway ...`
 #[derive(Debug, Subcommand)]
@@ -157,9 +158,7 @@ async fn serve(device: Device, file: GatewayFile, policy: Policy) -> Result<()> 
         });
         tasks.spawn(admin.serve(listener));
     }
-    // Listened for before readiness is announced: a reload or stop right
-    // after it must not meet the signals' default action (termination).
-    let signals = Signals::listen()?;
+    let signals = Signals::listen(true)?;
     println!("policy {}: reload with SIGHUP", file.policy.display());
     println!("stop with Ctrl-C or SIGTERM");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -222,39 +221,18 @@ async fn bind(
 
 /// Reloads the policy on every SIGHUP until SIGTERM or Ctrl-C. A policy
 /// that does not validate is refused and the one in force stays.
-/// SIGHUP (reload), SIGTERM and SIGINT (stop).
-struct Signals {
-    hangup: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn listen() -> Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            hangup: signal(SignalKind::hangup()).context("listening for SIGHUP")?,
-            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
-            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
-        })
-    }
-}
-
 async fn wait_and_reload(mut signals: Signals, path: &Path, policy: &PolicyHandle) -> Result<()> {
-    loop {
-        tokio::select! {
-            _ = signals.hangup.recv() => match policy.reload(path) {
-                Ok(()) => {
-                    tracing::warn!(policy = %path.display(), "policy reloaded");
-                    println!("policy {} reloaded", path.display());
-                }
-                Err(e) => {
-                    tracing::error!(policy = %path.display(), error = %e, "policy reload refused; the previous policy stays in force");
-                    eprintln!("policy reload refused, previous policy stays in force: {e}");
-                }
-            },
-            _ = signals.term.recv() => return Ok(()),
-            _ = signals.interrupt.recv() => return Ok(()),
+    while signals.next().await == Received::Reload {
+        match policy.reload(path) {
+            Ok(()) => {
+                tracing::warn!(policy = %path.display(), "policy reloaded");
+                println!("policy {} reloaded", path.display());
+            }
+            Err(e) => {
+                tracing::error!(policy = %path.display(), error = %e, "policy reload refused; the previous policy stays in force");
+                eprintln!("policy reload refused, previous policy stays in force: {e}");
+            }
         }
     }
+    Ok(())
 }
